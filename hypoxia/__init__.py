@@ -1,0 +1,1 @@
+"""Composition root: the ``hypoxia`` command wires controller, drivers and simulators together."""

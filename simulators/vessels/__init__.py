@@ -1,0 +1,1 @@
+"""Reference vessel parameter files (TOML), loaded by :mod:`simulators.vessel`."""
