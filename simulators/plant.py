@@ -17,21 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from controller.gas import GasFlows
 from controller.process import MMHG_PER_ATM, X_AIR_CO2, X_AIR_O2
 from simulators.vessel import Vessel
 
 O2_DIFFUSIVITY_M2_S = 3.0e-9
 """O2 diffusivity in medium at 37 degC, m^2/s."""
-
-
-@dataclass(slots=True)
-class Inflows:
-    """Gas flows actually entering the headspace over a step, L/min."""
-
-    n2_lpm: float = 0.0
-    air_lpm: float = 0.0
-    o2_lpm: float = 0.0
-    co2_lpm: float = 0.0
 
 
 @dataclass(slots=True)
@@ -44,7 +35,7 @@ class PlantState:
     medium_o2_um: float = 0.0
     do_um: float = 0.0
     cells_per_ml: float = 0.0
-    flows: Inflows = field(default_factory=Inflows)
+    flows: GasFlows = field(default_factory=GasFlows)  # actual mean inflows over the last step
     gas_used_l: dict[str, float] = field(
         default_factory=lambda: {"n2": 0.0, "air": 0.0, "o2": 0.0, "co2": 0.0}
     )
