@@ -8,7 +8,7 @@ of at least ``debounce_s``; it belongs to the window in which it started.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -41,11 +41,15 @@ class WindowStats:
 class ExposureClock:
     """Exposure of one phase: band membership per sample, excursions and harvest windows.
 
+    All fields are plain data so the run journal can snapshot and restore the clock exactly.
+
     Attributes:
         setpoint_pct: The phase's O2 (or DO-equivalent) set point, %.
         band_pct: Half-width of the in-spec band, % abs.
         debounce_s: Shortest out-of-band stay that counts as an excursion, s.
         exposure_s: In-spec time accumulated in the phase, s.
+        window: Statistics of the open harvest window (``None`` before the first band entry).
+        out_since_s: Start of the current out-of-band stay, if any (it belongs to ``window``).
     """
 
     setpoint_pct: float
@@ -53,9 +57,7 @@ class ExposureClock:
     debounce_s: float = 10.0
     exposure_s: float = 0.0
     window: WindowStats | None = None
-    _out_since_s: float | None = None
-    _out_window: WindowStats | None = None
-    excursion_log: list[dict[str, float]] = field(default_factory=list)
+    out_since_s: float | None = None
 
     def in_band(self, value_pct: float | None) -> bool:
         """True when ``value_pct`` is trusted and within the band."""
@@ -73,9 +75,8 @@ class ExposureClock:
             if self.window is None:
                 self.window = WindowStats(opened_s=now_s - dt_s)
             self._close_excursion(now_s - dt_s)
-        elif self.window is not None and self._out_since_s is None:
-            self._out_since_s = now_s - dt_s
-            self._out_window = self.window
+        elif self.window is not None and self.out_since_s is None:
+            self.out_since_s = now_s - dt_s
         w = self.window
         if w is not None:
             w.elapsed_s += dt_s
@@ -88,44 +89,45 @@ class ExposureClock:
                 w.sum_o2_pct_s += self.setpoint_pct * dt_s
         return inside
 
-    def _close_excursion(self, back_in_s: float) -> None:
-        if self._out_since_s is None:
+    def _count(self, until_s: float) -> None:
+        """Count the stay out of band up to ``until_s`` on the open window, if long enough."""
+        if self.out_since_s is None or self.window is None:
             return
-        length = back_in_s - self._out_since_s
-        target = self._out_window
-        if length >= self.debounce_s and target is not None:
-            target.excursions += 1
-            target.excursion_s += length
-            self.excursion_log.append({"start_s": self._out_since_s, "end_s": back_in_s})
-        self._out_since_s = None
-        self._out_window = None
+        length = until_s - self.out_since_s
+        if length >= self.debounce_s:
+            self.window.excursions += 1
+            self.window.excursion_s += length
+
+    def _close_excursion(self, back_in_s: float) -> None:
+        self._count(back_in_s)
+        self.out_since_s = None
 
     def cut(self, now_s: float) -> dict[str, Any]:
         """Close the current window at a harvest and open the next; return the closed one's stats.
 
-        An excursion still in progress is counted on the window it started in.
+        An excursion still in progress is counted on the window it started in; its remainder
+        belongs to the new window.
         """
-        out_window = self._out_window
-        if (
-            self._out_since_s is not None
-            and out_window is not None
-            and now_s - self._out_since_s >= self.debounce_s
-        ):
-            out_window.excursions += 1
-            out_window.excursion_s += now_s - self._out_since_s
-            self.excursion_log.append({"start_s": self._out_since_s, "end_s": now_s})
-            self._out_since_s = now_s
+        self._count(now_s)
+        if self.out_since_s is not None:
+            self.out_since_s = now_s
         closed = self.window if self.window is not None else WindowStats(opened_s=now_s)
         self.window = WindowStats(opened_s=now_s)
-        if self._out_since_s is not None:
-            self._out_window = self.window
         return {"opened_s": closed.opened_s, **closed.summary()}
 
-    def state(self) -> dict[str, Any]:
-        """Serializable state (for the run journal)."""
-        return {
-            "setpoint_pct": self.setpoint_pct,
-            "band_pct": self.band_pct,
-            "exposure_s": self.exposure_s,
-            "window": asdict(self.window) if self.window else None,
-        }
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state for the run journal."""
+        return asdict(self)
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> ExposureClock:
+        """Rebuild a clock from :meth:`snapshot`."""
+        window = data.get("window")
+        return cls(
+            setpoint_pct=data["setpoint_pct"],
+            band_pct=data["band_pct"],
+            debounce_s=data["debounce_s"],
+            exposure_s=data["exposure_s"],
+            window=WindowStats(**window) if window else None,
+            out_since_s=data.get("out_since_s"),
+        )

@@ -21,6 +21,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -216,6 +217,32 @@ class BalanceLoop(ABC):
         ):
             return
         self._track(dt_s, y, self.ref.target)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Loop state for the run journal: mode, filter, reference and integral."""
+        r = self.ref
+        return {
+            "mode": self.mode.value,
+            "filtered": self.filtered,
+            "integral": self.pi.integral,
+            "pending_fastest": self._pending_fastest,
+            "target": r.target,
+            "value": r.value,
+            "rate_per_s": None if math.isinf(r.rate_per_s) else r.rate_per_s,
+            "sensed": r.sensed,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Resume from :meth:`snapshot` (bumpless: same integral, reference and mode)."""
+        self.mode = LoopMode(data["mode"])
+        self.filtered = data["filtered"]
+        self.pi.integral = float(data["integral"])
+        self._pending_fastest = bool(data["pending_fastest"])
+        self.ref.target = data["target"]
+        self.ref.value = float(data["value"])
+        rate = data["rate_per_s"]
+        self.ref.rate_per_s = math.inf if rate is None else float(rate)
+        self.ref.sensed = float(data["sensed"])
 
     # ---------------------------------------------------------------------------- internals
     def _filter(self, dt_s: float, measured: float) -> float:

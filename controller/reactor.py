@@ -7,11 +7,12 @@ twin calls it in lockstep; the service calls it from its cycle task with reading
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.gas import Co2Loop, GasFlows, O2Loop
-from controller.loops import LoopMode, LoopTuning
+from controller.loops import BalanceLoop, LoopMode, LoopTuning
 from controller.process import X_AIR_O2, ProcessModel
 from controller.recipe import Phase, Ramp
 from controller.recipe_engine import Measured
@@ -101,6 +102,31 @@ class ReactorController:
         self.temp.update(dt_s, measured.temp_c)
         f = self.flows
         return Actuation(f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm, self.temp.heater_w, pump_on)
+
+    def loops(self) -> dict[str, BalanceLoop]:
+        """The loops by name (``do`` only on vessels with a liquid model)."""
+        named: dict[str, BalanceLoop] = {"o2": self.o2, "co2": self.co2, "temp": self.temp}
+        if self.do is not None:
+            named["do"] = self.do
+        return named
+
+    def snapshot(self) -> dict[str, Any]:
+        """Controller state for the run journal."""
+        f = self.flows
+        return {
+            "dissolved": self.dissolved,
+            "flows": [f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm],
+            "loops": {name: loop.snapshot() for name, loop in self.loops().items()},
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Resume from :meth:`snapshot`."""
+        self.dissolved = bool(data["dissolved"])
+        f = self.flows
+        f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm = (float(q) for q in data["flows"])
+        for name, loop in self.loops().items():
+            if name in data["loops"]:
+                loop.restore(data["loops"][name])
 
     @property
     def o2_mode(self) -> LoopMode:

@@ -11,7 +11,7 @@ harvests until restarted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -280,6 +280,42 @@ class RecipeEngine:
             )
             return True
         return False
+
+    # ------------------------------------------------------------------------ journal state
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state: restoring it resumes the same phase, clock and harvest schedule."""
+        return {
+            "index": self.index,
+            "state": self.state.value,
+            "phase_start_s": self.phase_start_s,
+            "next_harvest": self.next_harvest,
+            "pump_until_s": self.pump_until_s,
+            "in_spec_since": self._in_spec_since,
+            "finished": self.finished,
+            "clock": self.clock.snapshot() if self.clock is not None else None,
+            "harvests": [asdict(h) for h in self.harvests],
+            "pending": sorted(self.pending),
+        }
+
+    @classmethod
+    def restore(
+        cls, recipe: Recipe, data: dict[str, Any], excursion_debounce_s: float = 10.0
+    ) -> RecipeEngine:
+        """Rebuild an engine from :meth:`snapshot` (same recipe)."""
+        engine = cls(recipe, excursion_debounce_s)
+        engine.index = int(data["index"])
+        engine.state = PhaseState(data["state"])
+        engine.phase_start_s = float(data["phase_start_s"])
+        engine.next_harvest = int(data["next_harvest"])
+        engine.pump_until_s = data["pump_until_s"]
+        engine._in_spec_since = data["in_spec_since"]
+        engine.finished = bool(data["finished"])
+        clock = data["clock"]
+        engine.clock = ExposureClock.restore(clock) if clock is not None else None
+        engine.harvests = [HarvestRecord(**h) for h in data["harvests"]]
+        by_name = {h.name: h for h in engine.harvests}
+        engine.pending = {name: by_name[name] for name in data["pending"]}
+        return engine
 
     # ------------------------------------------------------------------ operator state changes
     def hold(self, now_s: float) -> list[Event]:
