@@ -81,8 +81,8 @@ def test_audit_tampering_is_detected(tmp_path: Path, sql: str, problem: str) -> 
 def test_audit_insertion_is_detected(tmp_path: Path) -> None:
     trail, path = _trail(tmp_path)
     rec = trail.records()[1]
-    forged = (
-        "INSERT INTO audit VALUES (99, '2026-01-01', 'eve', 'admin', 'x', 'y', '1', '2', "
+    # a deliberate forgery that reuses a real hash, built from test constants only
+    forged = "INSERT INTO audit VALUES (99, '2026-01-01', 'eve', 'admin', 'x', 'y', '1', '2', " + (
         f"'', 'accepted', '{rec.hash}', '{rec.hash}')"
     )
     result = _tamper(path, "UPDATE audit SET seq = seq + 100 WHERE seq >= 3", forged).verify()

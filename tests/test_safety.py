@@ -9,6 +9,12 @@ from controller.reactor import Actuation
 from controller.recipe import Phase
 from controller.safety import CycleView, Interlocks, SafetyLimits, alarm_conditions, build_alarms
 
+
+def _state(alarm: Alarm) -> AlarmState:
+    """The alarm's state, read through a call so mypy does not narrow it between steps."""
+    return alarm.state
+
+
 PHASE = Phase(name="hold", o2_pct=2.0, co2_pct=5.0, temp_c=37.0, duration_h=1.0)
 ACT = Actuation(n2_lpm=1.0, air_lpm=0.0, o2_lpm=0.0, co2_lpm=0.05, heater_w=100.0)
 
@@ -19,24 +25,24 @@ def test_alarm_lifecycle_with_delay() -> None:
     assert alarm.update(9.0, True) is None
     event = alarm.update(10.0, True, "too high")
     assert event is not None
-    assert alarm.state is AlarmState.UNACK
+    assert _state(alarm) is AlarmState.UNACK
     assert event.detail["message"] == "too high"
     alarm.acknowledge(11.0)
-    assert alarm.state is AlarmState.ACKED
+    assert _state(alarm) is AlarmState.ACKED
     alarm.update(12.0, False)
-    assert alarm.state is AlarmState.NORMAL
+    assert _state(alarm) is AlarmState.NORMAL
 
 
 def test_alarm_returns_unacknowledged_then_ack_clears() -> None:
     alarm = Alarm("x", Priority.LOW)
     alarm.update(0.0, True)
     alarm.update(1.0, False)
-    assert alarm.state is AlarmState.RTN_UNACK
+    assert _state(alarm) is AlarmState.RTN_UNACK
     alarm.update(2.0, True)
-    assert alarm.state is AlarmState.UNACK
+    assert _state(alarm) is AlarmState.UNACK
     alarm.update(3.0, False)
     alarm.acknowledge(4.0)
-    assert alarm.state is AlarmState.NORMAL
+    assert _state(alarm) is AlarmState.NORMAL
 
 
 def test_alarm_shelve_expires_and_reannounces() -> None:
@@ -44,18 +50,18 @@ def test_alarm_shelve_expires_and_reannounces() -> None:
     alarm.update(0.0, True)
     alarm.shelve(1.0, until_s=100.0)
     assert alarm.update(50.0, True) is None
-    assert alarm.state is AlarmState.SHELVED
+    assert _state(alarm) is AlarmState.SHELVED
     event = alarm.update(100.0, True, "still")
     assert event is not None
-    assert alarm.state is AlarmState.UNACK
+    assert _state(alarm) is AlarmState.UNACK
 
 
 def test_alarm_suppressed_when_not_applicable() -> None:
     alarm = Alarm("x", Priority.LOW)
     alarm.update(0.0, None)
-    assert alarm.state is AlarmState.SUPPRESSED
+    assert _state(alarm) is AlarmState.SUPPRESSED
     alarm.update(1.0, False)
-    assert alarm.state is AlarmState.NORMAL
+    assert _state(alarm) is AlarmState.NORMAL
 
 
 def _view(**kw: object) -> CycleView:
