@@ -70,7 +70,9 @@ class Alarm:
         if condition is None:
             self._abnormal_since = None
             self.active = False
-            if self.state is not AlarmState.SUPPRESSED:
+            if self.state is AlarmState.NORMAL:
+                self.state = AlarmState.SUPPRESSED  # bookkeeping only: nothing to announce
+            elif self.state is not AlarmState.SUPPRESSED:
                 return self._set(now_s, AlarmState.SUPPRESSED, "not applicable")
             return None
         if self.state is AlarmState.SUPPRESSED:

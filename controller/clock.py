@@ -101,6 +101,13 @@ class SteppedClock:
         """Same as :meth:`utc` (there is no separate wall)."""
         return self.utc()
 
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (>= 0)."""
+        if seconds < 0:
+            msg = "a clock cannot go backwards"
+            raise ValueError(msg)
+        self._now += seconds
+
     async def sleep_until(self, monotonic_s: float) -> None:
         """Jump to ``monotonic_s`` and yield to other tasks once."""
         self._now = max(self._now, monotonic_s)

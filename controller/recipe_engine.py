@@ -323,6 +323,12 @@ class RecipeEngine:
         self.state = PhaseState.HELD
         return [Event(now_s, "phase_held", {"phase": self.phase.name if self.phase else None})]
 
+    def end(self, now_s: float, state: PhaseState, reason: str = "") -> list[Event]:
+        """Stop or abort the run (``state`` is STOPPED or ABORTED)."""
+        self.state = state
+        name = self.phase.name if self.phase else None
+        return [Event(now_s, f"run_{state.value}", {"phase": name, "reason": reason})]
+
     def restart(self, now_s: float) -> list[Event]:
         """Resume a held phase."""
         self.state = PhaseState.RUNNING

@@ -14,20 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controller.config_errors import ConfigError
+from hypoxia.cli_common import err, fail, out
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Monitoring and control of hypoxic preconditioning of stem-cell cultures.",
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-
-EXIT_CONFIG = 2
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -43,11 +39,6 @@ def parse_duration_s(text: str, option: str) -> float:
         )
         raise typer.BadParameter(msg)
     return float(match.group(1)) * _UNIT_S[match.group(2)]
-
-
-def _fail(exc: ConfigError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_CONFIG)
 
 
 def _load(recipe_path: Path, vessel_arg: str) -> tuple[Any, Any]:
@@ -97,7 +88,7 @@ def simulate(
     try:
         recipe, vessel_model = _load(recipe_path, vessel)
     except ConfigError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     target = out_dir or Path("sim-out") / f"{recipe_path.stem}-{vessel_model.name}"
     if not as_json:
         err.print(f"simulating [bold]{recipe.name}[/] on [bold]{vessel_model.name}[/] ...")
@@ -166,7 +157,7 @@ def check(
     try:
         recipe, vessel_model = _load(recipe_path, vessel)
     except ConfigError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     out.print(f"ok: {recipe_path} ({len(recipe.phases)} phases) is feasible on {vessel_model.name}")
 
 
@@ -186,6 +177,20 @@ def vessels() -> None:
             v.description,
         )
     out.print(table)
+
+
+def _register() -> None:
+    from hypoxia.cli_devices import devices_app, simulate_devices
+    from hypoxia.cli_run import audit_app, ctl_app, run
+
+    app.command("simulate-devices")(simulate_devices)
+    app.add_typer(devices_app, name="devices")
+    app.command("run")(run)
+    app.add_typer(ctl_app, name="ctl")
+    app.add_typer(audit_app, name="audit")
+
+
+_register()
 
 
 def main() -> None:

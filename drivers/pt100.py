@@ -1,0 +1,93 @@
+"""Low-cost multi-channel PT100 RS-485 transmitters (PTA8C04 / PTA8D08 class) on Modbus RTU.
+
+Reference: device-protocols.md §3.2 (eletechsup PTA8C04 documentation,
+http://lamaplc.com/doku.php?id=sensor%3Apta8c04_pt100_modbus_modul). Defaults 9600 8N1, unit 1,
+FC03; channel *n* temperature at wire address *n*, signed int16 in 0.1 degC. Broken or missing
+probes read as sentinels (0x7FFF, 0x8000, 0x8001), which become BAD ``sentinel`` readings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from drivers.clock import DEFAULT_CLOCK, Clock
+from drivers.codec import INT16_SENTINELS, RegisterType, decode
+from drivers.errors import DriverError
+from drivers.quality import Stamp, Stamper, ValidRange
+from drivers.reading import Reading
+from drivers.transport.modbus import ModbusHub
+from drivers.units import DEG_C
+
+
+class Pt100Transmitter:
+    """One channel of a PT100 Modbus transmitter (int16 x 0.1 degC per channel).
+
+    Reference: PTA8C04/PTA8D08 register map, device-protocols.md §3.2.
+
+    Args:
+        hub: The bus.
+        unit: Modbus unit id (default 1).
+        channel: Channel number, 0-based (0..7); its register is ``base_address + channel``.
+        name: Label used in reasons and logs.
+        clock: Time source.
+        base_address: Wire address of channel 0 (0 on PTA8C04).
+        scale_c: degC per count (0.1).
+        range_c: Valid temperature range, degC.
+        extra_sentinels: Further raw register values meaning "no probe" for this model.
+    """
+
+    def __init__(
+        self,
+        hub: ModbusHub,
+        unit: int = 1,
+        channel: int = 0,
+        *,
+        name: str = "pt100",
+        clock: Clock = DEFAULT_CLOCK,
+        base_address: int = 0,
+        scale_c: float = 0.1,
+        range_c: tuple[float, float] = (-50.0, 200.0),
+        extra_sentinels: Iterable[int] = (),
+    ) -> None:
+        if not 0 <= channel <= 63:
+            raise ValueError("channel must be 0..63")
+        self.hub = hub
+        self.unit = unit
+        self.channel = channel
+        self.name = name
+        self.base_address = base_address
+        self.scale_c = scale_c
+        self._stamper = Stamper(clock)
+        self._range = ValidRange(*range_c)
+        self._sentinels = dict(INT16_SENTINELS)
+        self._sentinels.update({v & 0xFFFF: f"0x{v & 0xFFFF:04X}" for v in extra_sentinels})
+
+    async def start(self) -> None:
+        """Nothing to prepare."""
+
+    async def read_temp_c(self) -> Reading:
+        """Temperature of this channel, degC."""
+        try:
+            (raw,) = await self.hub.read_holding_registers(
+                self.unit, self.base_address + self.channel, 1
+            )
+        except DriverError as exc:
+            return self._stamper.failed(DEG_C, exc)
+        return self.convert(raw, self._stamper.now())
+
+    async def read_channels(self, count: int) -> list[Reading]:
+        """Channels 0..count-1 in one transaction (channel-independent of ``self.channel``)."""
+        try:
+            regs = await self.hub.read_holding_registers(self.unit, self.base_address, count)
+        except DriverError as exc:
+            stamp = self._stamper.now()
+            return [self._stamper.failed(DEG_C, exc, at=stamp)] * count
+        stamp = self._stamper.now()
+        return [self.convert(raw, stamp) for raw in regs]
+
+    def convert(self, raw: int, stamp: Stamp) -> Reading:
+        """Convert one raw register to a reading (sentinel -> BAD, else int16 x scale)."""
+        if raw in self._sentinels:
+            return self._stamper.bad(DEG_C, f"sentinel {self._sentinels[raw]}", at=stamp)
+        value = int(decode([raw], RegisterType.INT16)) * self.scale_c
+        return self._stamper.value(value, DEG_C, self._range, at=stamp)

@@ -1,0 +1,110 @@
+"""Modbus relay boards (coils) switching solenoid valves and the harvest pump.
+
+Reference: device-protocols.md §4.4; Waveshare "Modbus RTU Relay" protocol manual
+(https://waveshare.com/wiki/Protocol_Manual_of_Modbus_RTU_Relay). Default 9600 8N1, unit 1;
+FC01 reads relay states, FC05 switches one relay (0xFF00 on, 0x0000 off); coil 0 = relay 1.
+The vendor's toggle value (0x5500) is deliberately never used: every command states the wanted
+state, so it is idempotent.
+"""
+
+from __future__ import annotations
+
+from drivers.errors import WriteVerifyError
+from drivers.transport.modbus import ModbusHub
+
+
+class ModbusRelayBoard:
+    """An N-channel Modbus relay board; every switch is read back and verified.
+
+    Reference: Waveshare Modbus RTU Relay protocol manual, device-protocols.md §4.4.
+
+    Args:
+        hub: The bus.
+        unit: Modbus unit id (default 1).
+        channels: Number of relays (coils 0..channels-1).
+        name: Label used in errors and logs.
+        base_address: Wire address of relay 1 (0 on Waveshare boards).
+    """
+
+    def __init__(
+        self,
+        hub: ModbusHub,
+        unit: int = 1,
+        *,
+        channels: int = 8,
+        name: str = "relays",
+        base_address: int = 0,
+    ) -> None:
+        if not 1 <= channels <= 64:
+            raise ValueError("channels must be 1..64")
+        self.hub = hub
+        self.unit = unit
+        self.channels = channels
+        self.name = name
+        self.base_address = base_address
+
+    async def start(self) -> None:
+        """Nothing to prepare (relays keep their state; the controller sets them explicitly)."""
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self.channels:
+            raise ValueError(f"relay index {index} outside 0..{self.channels - 1}")
+
+    async def set(self, index: int, on: bool) -> None:
+        """Switch relay ``index`` (0-based) on or off and verify by reading the coil back.
+
+        Raises:
+            ValueError: Index outside the board.
+            WriteVerifyError: The coil reads back in the other state (stuck relay/firmware).
+            TransportError: The command could not be delivered.
+        """
+        self._check(index)
+        address = self.base_address + index
+        await self.hub.write_coil(self.unit, address, on)
+        (state,) = await self.hub.read_coils(self.unit, address, 1)
+        if state != on:
+            raise WriteVerifyError(self.name, f"relay {index}", on, state)
+
+    async def get(self, index: int) -> bool:
+        """State of relay ``index`` as reported by the board.
+
+        Raises:
+            TransportError: The board did not answer.
+        """
+        self._check(index)
+        (state,) = await self.hub.read_coils(self.unit, self.base_address + index, 1)
+        return state
+
+    async def read_states(self) -> list[bool]:
+        """States of all relays, index 0 first (one FC01 transaction)."""
+        return await self.hub.read_coils(self.unit, self.base_address, self.channels)
+
+    def output(self, index: int, name: str) -> RelayOutput:
+        """A :class:`RelayOutput` for one channel (e.g. ``board.output(0, "n2-valve")``)."""
+        self._check(index)
+        return RelayOutput(self, index, name)
+
+
+class RelayOutput:
+    """One relay channel seen as an on/off output (solenoid valve, harvest pump).
+
+    Satisfies :class:`drivers.base.SwitchedOutput`.
+
+    Args:
+        board: The relay board.
+        index: Relay index, 0-based.
+        name: Label, e.g. ``"n2-solenoid"`` or ``"harvest-pump"``.
+    """
+
+    def __init__(self, board: ModbusRelayBoard, index: int, name: str) -> None:
+        self.board = board
+        self.index = index
+        self.name = name
+
+    async def set(self, on: bool) -> None:
+        """Switch on (energise) or off, verified."""
+        await self.board.set(self.index, on)
+
+    async def read(self) -> bool:
+        """Current state (True = energised)."""
+        return await self.board.get(self.index)

@@ -1,0 +1,367 @@
+"""One shared pymodbus client per Modbus bus (RTU line or TCP connection).
+
+Design follows Home Assistant's ``ModbusHub``: all devices on a bus share one client, every
+transaction runs under one :class:`asyncio.Lock`, and errors are mapped to the driver layer's own
+exceptions (:mod:`drivers.errors`) so nothing above this module imports pymodbus.
+
+Failure handling, sized for a ~1 s control cycle:
+
+* **Per request** pymodbus re-sends ``retries`` times after ``timeout_s`` (a bad-CRC reply is
+  discarded by the RTU framer and looks like a timeout).
+* **Per unit**: a unit that times out ``unit_skip_after`` times in a row is *skipped* (requests
+  fail immediately with :class:`DeviceTimeoutError`, no bus time used) for an exponentially growing
+  period, then probed again. A silent unit 3 therefore degrades only itself: unit 4 on the same
+  bus keeps its normal latency.
+* ``socket://host:port`` RTU ports (RTU over a TCP serial server, or the simulators) are opened
+  with pymodbus's TCP client and RTU framing rather than through pyserial, whose ``socket://``
+  handler blocks the event loop for 0.3 s on every close.
+* **Per bus**: when the connection is lost, the next request reconnects; failed opens back off
+  exponentially (non-blocking deadline, see :class:`drivers.transport.backoff.Backoff`).
+  pymodbus's own background reconnect is disabled so that reconnects happen on our clock.
+
+Retry library: :mod:`stamina` is used for the *start-up* wait in :meth:`ModbusHub.connect`
+(blocking is right there). Inside a control cycle we never sleep for a bus, so run-time
+reconnects use a deadline instead of stamina's sleeping retry loop.
+
+pymodbus facts relied on (pymodbus 3.16.1, device-protocols.md §5): ``device_id=`` keyword,
+Modbus exceptions come back as an ``ExceptionResponse`` (not raised), no reply raises
+``ModbusIOException``, a call while disconnected raises ``ConnectionException``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import serial
+import stamina
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from drivers.clock import DEFAULT_CLOCK, Clock
+from drivers.errors import (
+    BusDisconnectedError,
+    DeviceTimeoutError,
+    ModbusDeviceError,
+    ProtocolError,
+)
+from drivers.transport.backoff import Backoff
+from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
+
+_LOG = logging.getLogger(__name__)
+
+_Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+_Call = Callable[[_Client], Awaitable[ModbusPDU]]
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters of one hub since it was created (for diagnostics and benchmarks)."""
+
+    requests: int = 0
+    ok: int = 0
+    timeouts: int = 0
+    exceptions: int = 0
+    skipped: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+
+
+class ModbusHub:
+    """Shared, locked pymodbus client for every device on one bus.
+
+    Args:
+        settings: Bus settings (TCP or RTU).
+        clock: Time source for backoff deadlines.
+        name: Label used in reasons and logs; defaults to the host:port or serial port.
+
+    Addresses are always wire (0-based) addresses; drivers convert manual register numbers.
+    """
+
+    def __init__(
+        self,
+        settings: ModbusTcpSettings | ModbusRtuSettings,
+        *,
+        clock: Clock = DEFAULT_CLOCK,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        if isinstance(settings, ModbusTcpSettings):
+            default_name = f"modbus-tcp {settings.host}:{settings.port}"
+        else:
+            default_name = f"modbus-rtu {settings.port}"
+        self.name = name or default_name
+        self.stats = HubStats()
+        self._client: _Client | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._reconnect = Backoff(
+            clock,
+            settings.reconnect_initial_s,
+            max(settings.reconnect_max_s, settings.reconnect_initial_s),
+        )
+        self._units: dict[int, Backoff] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def connected(self) -> bool:
+        """True while the underlying connection is open."""
+        return self._client is not None and self._client.connected
+
+    async def connect(self, *, wait_s: float = 0.0) -> None:
+        """Open the bus now.
+
+        Args:
+            wait_s: If > 0, keep retrying with exponential backoff and jitter (via
+                :func:`stamina.retry_context`) for up to this many seconds -- for start-up, when
+                a gateway or simulator may still be booting.
+
+        Raises:
+            BusDisconnectedError: The bus could not be opened (within ``wait_s``).
+        """
+        self._closed = False
+        if wait_s <= 0:
+            await self._open_once()
+            return
+        async for attempt in stamina.retry_context(
+            on=BusDisconnectedError,
+            attempts=None,
+            timeout=wait_s,
+            wait_initial=0.05,
+            wait_max=2.0,
+            wait_jitter=0.1,
+        ):
+            with attempt:
+                await self._open_once()
+
+    async def close(self) -> None:
+        """Close the connection; requests then fail as disconnected until :meth:`connect`."""
+        self._closed = True
+        async with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    async def __aenter__(self) -> ModbusHub:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def unit_failures(self, unit: int) -> int:
+        """Consecutive timeouts of ``unit`` (0 when it last answered)."""
+        backoff = self._units.get(unit)
+        return backoff.failures if backoff else 0
+
+    # ------------------------------------------------------------------ requests
+    async def read_holding_registers(self, unit: int, address: int, count: int) -> list[int]:
+        """FC03: read ``count`` (1-125) holding registers starting at wire ``address``."""
+        rr = await self._transact(
+            unit,
+            (3, address, count),
+            lambda c: c.read_holding_registers(address, count=count, device_id=unit),
+        )
+        return _registers(rr, count, unit)
+
+    async def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
+        """FC04: read ``count`` (1-125) input registers starting at wire ``address``."""
+        rr = await self._transact(
+            unit,
+            (4, address, count),
+            lambda c: c.read_input_registers(address, count=count, device_id=unit),
+        )
+        return _registers(rr, count, unit)
+
+    async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
+        """FC01: read ``count`` coils starting at wire ``address``."""
+        rr = await self._transact(
+            unit, (1, address, count), lambda c: c.read_coils(address, count=count, device_id=unit)
+        )
+        return _bits(rr, count, unit)
+
+    async def read_discrete_inputs(self, unit: int, address: int, count: int) -> list[bool]:
+        """FC02: read ``count`` discrete inputs starting at wire ``address``."""
+        rr = await self._transact(
+            unit,
+            (2, address, count),
+            lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
+        )
+        return _bits(rr, count, unit)
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """FC06: write one holding register (0-65535)."""
+        await self._transact(
+            unit, (6, address, 1), lambda c: c.write_register(address, value, device_id=unit)
+        )
+
+    async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
+        """FC16: write consecutive holding registers in one transaction."""
+        regs = list(values)
+        await self._transact(
+            unit,
+            (16, address, len(regs)),
+            lambda c: c.write_registers(address, regs, device_id=unit),
+        )
+
+    async def write_coil(self, unit: int, address: int, on: bool) -> None:
+        """FC05: switch one coil on (0xFF00) or off (0x0000)."""
+        await self._transact(
+            unit, (5, address, 1), lambda c: c.write_coil(address, on, device_id=unit)
+        )
+
+    async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> None:
+        """FC15: write consecutive coils in one transaction."""
+        bits = list(values)
+        await self._transact(
+            unit, (15, address, len(bits)), lambda c: c.write_coils(address, bits, device_id=unit)
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _make_client(self) -> _Client:
+        s = self.settings
+        if isinstance(s, ModbusTcpSettings):
+            framer = FramerType.SOCKET if s.framing == "socket" else FramerType.RTU
+            return self._tcp_client(s.host, s.port, framer)
+        url = urlsplit(s.port)
+        if url.scheme == "socket" and url.hostname and url.port:
+            # RTU over a TCP serial server: pyserial's socket:// handler sleeps 0.3 s inside
+            # close() (blocking the event loop), so use pymodbus's native TCP client instead.
+            return self._tcp_client(url.hostname, url.port, FramerType.RTU)
+        return AsyncModbusSerialClient(
+            s.port,
+            framer=FramerType.RTU,
+            baudrate=s.baudrate,
+            bytesize=s.bytesize,
+            parity=s.parity,
+            stopbits=s.stopbits,
+            timeout=s.timeout_s,
+            retries=s.retries,
+            reconnect_delay=0,
+            name=self.name,
+        )
+
+    def _tcp_client(self, host: str, port: int, framer: FramerType) -> AsyncModbusTcpClient:
+        return AsyncModbusTcpClient(
+            host,
+            port=port,
+            framer=framer,
+            timeout=self.settings.timeout_s,
+            retries=self.settings.retries,
+            reconnect_delay=0,
+            name=self.name,
+        )
+
+    async def _open_once(self) -> None:
+        if self._client is None:
+            self._client = self._make_client()
+        if self._client.connected:
+            return
+        try:
+            ok = await self._client.connect()
+        except (OSError, serial.SerialException) as exc:
+            _LOG.debug("%s: open failed: %s", self.name, exc)
+            ok = False
+        if ok:
+            self._reconnect.succeeded()
+            self.stats.connects += 1
+            return
+        self._client.close()
+        self.stats.connect_failures += 1
+        delay = self._reconnect.failed()
+        raise BusDisconnectedError(f"cannot open {self.name}; next attempt in {delay:.1f} s")
+
+    async def _ensure_connected(self) -> _Client:
+        if self._closed:
+            raise BusDisconnectedError(f"{self.name} is closed")
+        if self._client is not None and self._client.connected:
+            return self._client
+        if not self._reconnect.ready():
+            raise BusDisconnectedError(
+                f"{self.name} not connected; next attempt in {self._reconnect.remaining_s():.1f} s"
+            )
+        await self._open_once()
+        if self._client is None:  # pragma: no cover - _open_once sets it or raises
+            raise BusDisconnectedError(f"{self.name} not connected")
+        return self._client
+
+    def _unit(self, unit: int) -> Backoff:
+        backoff = self._units.get(unit)
+        if backoff is None:
+            s = self.settings
+            backoff = Backoff(
+                self.clock,
+                s.unit_skip_initial_s,
+                max(s.unit_skip_max_s, s.unit_skip_initial_s),
+                threshold=s.unit_skip_after,
+            )
+            self._units[unit] = backoff
+        return backoff
+
+    async def _transact(self, unit: int, request: tuple[int, int, int], call: _Call) -> ModbusPDU:
+        """Run one request under the bus lock; ``request`` is (function code, address, count).
+
+        This is the hot path (see bench/modbus_throughput.py): no per-call timers of our own
+        (pymodbus bounds every try with ``timeout_s``), text formatting only on errors.
+        """
+        health = self._units.get(unit) or self._unit(unit)
+        if health.failures >= health.threshold and not health.ready():
+            self.stats.skipped += 1
+            raise DeviceTimeoutError(
+                f"timeout: unit {unit} on {self.name} silent for {health.failures} requests; "
+                f"next probe in {health.remaining_s():.1f} s"
+            )
+        async with self._lock:
+            client = self._client
+            if client is None or not client.connected:
+                client = await self._ensure_connected()
+            self.stats.requests += 1
+            try:
+                response = await call(client)
+            except ConnectionException as exc:
+                raise BusDisconnectedError(f"{self.name}: {exc}") from exc
+            except ModbusIOException as exc:
+                health.failed()
+                what = _describe(request)
+                text = str(exc)
+                if "device id" in text or "transaction id" in text:
+                    raise ProtocolError(f"unit {unit} {what}: {text}") from exc
+                self.stats.timeouts += 1
+                tries = self.settings.retries + 1
+                raise DeviceTimeoutError(
+                    f"timeout: no reply from unit {unit} on {self.name} to {what} "
+                    f"({tries} x {self.settings.timeout_s:g} s)"
+                ) from exc
+        if health.failures:
+            health.succeeded()
+        if response.isError():
+            self.stats.exceptions += 1
+            code = int(getattr(response, "exception_code", 0))
+            raise ModbusDeviceError(code, f"unit {unit} {_describe(request)}")
+        self.stats.ok += 1
+        return response
+
+
+def _describe(request: tuple[int, int, int]) -> str:
+    fc, address, count = request
+    return f"FC{fc:02d} @{address}+{count}"
+
+
+def _registers(rr: ModbusPDU, count: int, unit: int) -> list[int]:
+    regs = list(rr.registers)
+    if len(regs) < count:
+        raise ProtocolError(f"unit {unit}: expected {count} registers, got {len(regs)}")
+    return regs[:count]
+
+
+def _bits(rr: ModbusPDU, count: int, unit: int) -> list[bool]:
+    bits = list(rr.bits)
+    if len(bits) < count:
+        raise ProtocolError(f"unit {unit}: expected {count} bits, got {len(bits)}")
+    return bits[:count]

@@ -1,0 +1,252 @@
+"""``hypoxia run``, ``hypoxia ctl`` and ``hypoxia audit verify``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from controller.config_errors import ConfigError
+from hypoxia.cli_common import SiteArg, err, fail, load_site_or_exit, out
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+ctl_app = typer.Typer(
+    no_args_is_help=True, help="Command a running service (hold, restart, set points, alarms, ...)."
+)
+
+
+def run(
+    site_path: SiteArg,
+    recipe_path: Annotated[
+        Path | None,
+        typer.Argument(metavar="[RECIPE]", help="Recipe to start; omit to resume the active run."),
+    ] = None,
+    reactor: Annotated[list[str] | None, typer.Option(help="Reactor id (default: all).")] = None,
+    speed: Annotated[float, typer.Option(help="Run time this much faster (simulation).")] = 1.0,
+) -> None:
+    """Run RECIPE on the reactors of SITE (or resume their active runs) until the runs end."""
+    from controller.app import RecipeSource, build_service, run_service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    site = load_site_or_exit(site_path)
+    ids = reactor or [r.id for r in site.reactors]
+    try:
+        for rid in ids:
+            site.reactor(rid)
+        recipe = RecipeSource.from_file(recipe_path) if recipe_path else None
+    except KeyError as exc:
+        raise fail(f"--reactor: {exc.args[0]}") from None
+    except ConfigError as exc:
+        raise fail(exc) from None
+
+    async def main() -> dict[str, str]:
+        try:
+            service = await build_service(site, ids, recipe, speed=speed)
+        except ConfigError as exc:
+            raise fail(exc) from None
+        for rid, runner in service.runners.items():
+            run_id = runner.run.run_id if runner.run else "?"
+            err.print(f"{rid}: run {run_id}, phase {runner.phase.name if runner.phase else '-'}")
+        err.print(f"control socket: {site.socket_path}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_service(service, stop)
+
+    statuses = asyncio.run(main())
+    for rid, status in statuses.items():
+        out.print(f"{rid}: {status}")
+
+
+def _send(site_path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    site = load_site_or_exit(site_path)
+    path = site.socket_path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10.0)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] no service answers on {path}: {exc}", highlight=False)
+        raise typer.Exit(4) from None
+    reply: dict[str, Any] = json.loads(data)
+    return reply
+
+
+def _command(site_path: Path, payload: dict[str, Any]) -> None:
+    reply = _send(site_path, {k: v for k, v in payload.items() if v is not None})
+    print(json.dumps(reply, indent=2))
+    if not reply.get("ok"):
+        raise typer.Exit(1)
+
+
+@ctl_app.command("status")
+def ctl_status(site_path: SiteArg) -> None:
+    """Runs, phases, readings, outputs, active alarms and harvests of the running service."""
+    _command(site_path, {"verb": "status"})
+
+
+Reactor = Annotated[str, typer.Option(help="Reactor id.")]
+RunId = Annotated[str, typer.Option("--run", help="Run id (see `ctl status`).")]
+User = Annotated[str, typer.Option(help="Your user name (from the site file).")]
+Reason = Annotated[str, typer.Option(help="Why (required for set points, stop, abort, shelve).")]
+
+
+def _base(verb: str, reactor: str, run_id: str, user: str, reason: str) -> dict[str, Any]:
+    return {"verb": verb, "reactor": reactor, "run_id": run_id, "user": user, "reason": reason}
+
+
+@ctl_app.command("hold")
+def ctl_hold(
+    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
+) -> None:
+    """Hold the running phase (targets kept, no phase progress, no harvests released)."""
+    _command(site_path, _base("hold", reactor, run_id, user, reason))
+
+
+@ctl_app.command("restart")
+def ctl_restart(
+    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
+) -> None:
+    """Restart a held phase."""
+    _command(site_path, _base("restart", reactor, run_id, user, reason))
+
+
+@ctl_app.command("stop")
+def ctl_stop(
+    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
+) -> None:
+    """Stop the run (outputs to their safe state)."""
+    _command(site_path, _base("stop", reactor, run_id, user, reason))
+
+
+@ctl_app.command("abort")
+def ctl_abort(
+    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
+) -> None:
+    """Abort the run at once (outputs to their safe state)."""
+    _command(site_path, _base("abort", reactor, run_id, user, reason))
+
+
+@ctl_app.command("setpoint")
+def ctl_setpoint(
+    site_path: SiteArg,
+    reactor: Reactor,
+    run_id: RunId,
+    user: User,
+    variable: Annotated[str, typer.Option(help="o2_pct, co2_pct or temp_c.")],
+    value: Annotated[float, typer.Option(help="New set point.")],
+    reason: Reason = "",
+) -> None:
+    """Override a set point of the current phase."""
+    _command(
+        site_path,
+        {
+            **_base("set_setpoint", reactor, run_id, user, reason),
+            "variable": variable,
+            "value": value,
+        },
+    )
+
+
+@ctl_app.command("ack")
+def ctl_ack(
+    site_path: SiteArg,
+    reactor: Reactor,
+    run_id: RunId,
+    user: User,
+    alarm: Annotated[str, typer.Option(help="Alarm name.")],
+    reason: Reason = "",
+) -> None:
+    """Acknowledge an alarm."""
+    _command(site_path, {**_base("acknowledge", reactor, run_id, user, reason), "alarm": alarm})
+
+
+@ctl_app.command("shelve")
+def ctl_shelve(
+    site_path: SiteArg,
+    reactor: Reactor,
+    run_id: RunId,
+    user: User,
+    alarm: Annotated[str, typer.Option(help="Alarm name.")],
+    minutes: Annotated[float, typer.Option(help="For how long.")],
+    reason: Reason = "",
+) -> None:
+    """Shelve an alarm for a while."""
+    _command(
+        site_path,
+        {**_base("shelve", reactor, run_id, user, reason), "alarm": alarm, "minutes": minutes},
+    )
+
+
+@ctl_app.command("harvest")
+def ctl_harvest(
+    site_path: SiteArg,
+    reactor: Reactor,
+    run_id: RunId,
+    user: User,
+    harvest: Annotated[str, typer.Option(help="Harvest name.")],
+    volume_ml: Annotated[float, typer.Option(help="Collected volume, mL.")],
+    container: Annotated[str, typer.Option(help="Container id.")],
+    reason: Reason = "",
+) -> None:
+    """Confirm that a released harvest was collected."""
+    _command(
+        site_path,
+        {
+            **_base("confirm_harvest", reactor, run_id, user, reason),
+            "harvest": harvest,
+            "volume_ml": volume_ml,
+            "container": container,
+        },
+    )
+
+
+@ctl_app.command("note")
+def ctl_note(
+    site_path: SiteArg,
+    reactor: Reactor,
+    run_id: RunId,
+    user: User,
+    text: Annotated[str, typer.Option(help="The note.")],
+) -> None:
+    """Add a note to the run's record."""
+    _command(site_path, {**_base("note", reactor, run_id, user, ""), "text": text})
+
+
+@audit_app.command("verify")
+def audit_verify(
+    target: Annotated[
+        Path, typer.Argument(metavar="SITE|DB", help="Site file, or an audit.sqlite file.")
+    ],
+) -> None:
+    """Check the audit trail's hash chain; exit status 1 if any record was changed."""
+    from controller.audit import AuditTrail
+
+    db = (
+        target
+        if target.suffix in (".sqlite", ".db")
+        else load_site_or_exit(target).state_dir / "audit.sqlite"
+    )
+    if not db.exists():
+        err.print(f"[bold red]error:[/] no audit trail at {db}", highlight=False)
+        raise typer.Exit(2)
+    result = AuditTrail.open(db).verify()
+    if result.ok:
+        out.print(f"ok: {result.count} records, chain intact ({db})")
+        return
+    out.print(f"[bold red]TAMPERED:[/] {result.problem} ({db}, {result.count} records)")
+    raise typer.Exit(1)
