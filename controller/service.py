@@ -161,6 +161,8 @@ class ReactorRunner:
                     "policy": policy,
                     "outage_s": self.data_gap_s,
                     "last_checkpoint_t_s": ckpt.run_t_s,
+                    "phase": self.engine.phase.name if self.engine.phase else None,
+                    "exposure_s": self.engine.clock.exposure_s if self.engine.clock else 0.0,
                 },
             )
         ]
