@@ -15,6 +15,7 @@ from controller.config_errors import load_toml_model
 from controller.process import ProcessModel
 from controller.reactor import ControllerTuning
 from controller.safety import SafetyLimits
+from controller.telemetry_config import BrokerConfig, RecorderConfig
 from drivers.catalog import DeviceConfig, RegisterMapConfig, device_roles
 from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
 
@@ -106,6 +107,8 @@ class SiteConfig(_Strict):
     lines: dict[str, SerialLineSettings] = Field(default_factory=dict)
     reactors: list[ReactorConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
+    broker: BrokerConfig | None = None
+    recorder: RecorderConfig = RecorderConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -1,0 +1,110 @@
+"""Site-file sections for telemetry: the MQTT broker, the recorder and its store.
+
+With no ``[broker]`` section the service starts an embedded broker (zero setup); with no
+``[recorder.store]`` the recorder writes to SQLite in the site's state directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Strict):
+    """TLS to the broker: CA bundle, optional client certificate and key."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class BrokerConfig(_Strict):
+    """The MQTT broker the controller and the recorder connect to.
+
+    Attributes:
+        host / port: Where the broker listens.
+        username / password: Credentials; ``password_env`` names an environment variable that
+            holds the password instead (keeps secrets out of the site file).
+        root: Topic root (``hypoxia/v1``); the site id follows it.
+        keepalive_s: MQTT keep-alive, s.
+        tls: TLS settings, or ``None`` for plain TCP.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    root: str = Field(default="hypoxia/v1", pattern=r"^[A-Za-z0-9_\-/]+$")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TlsConfig | None = None
+
+    def resolved_password(self) -> str | None:
+        """The password, from the file or from ``password_env``."""
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        return self.password
+
+
+class InfluxDB1Store(_Strict):
+    """InfluxDB 1.x through its v1 ``/write`` API (database created if missing)."""
+
+    kind: Literal["influxdb1"]
+    url: str = Field(pattern=r"^https?://")
+    database: str = Field(default="hypoxia", min_length=1)
+    username: str | None = None
+    password: str | None = None
+    retention_policy: str | None = None
+
+
+class InfluxDB2Store(_Strict):
+    """InfluxDB 2.x / 3.x, or VictoriaMetrics, through the v2 write API (influxdb-client)."""
+
+    kind: Literal["influxdb2"]
+    url: str = Field(pattern=r"^https?://")
+    org: str = "hypoxia"
+    bucket: str = "hypoxia"
+    token: str | None = None
+    token_env: str | None = None
+
+
+class SqliteStore(_Strict):
+    """The embedded default: points in a SQLite file (relative paths: the state directory)."""
+
+    kind: Literal["sqlite"]
+    path: Path = Path("telemetry.sqlite")
+
+
+StoreConfig = Annotated[InfluxDB1Store | InfluxDB2Store | SqliteStore,
+                        Field(discriminator="kind")]
+
+
+class RecorderConfig(_Strict):
+    """How ``hypoxia record`` consumes MQTT and writes the store.
+
+    Attributes:
+        store: Where points go (default: SQLite in the state directory).
+        reactors: Which reactors this recorder records (``["*"]``: all); partition reactors
+            among recorders to scale out.
+        client_id: MQTT client id of the persistent session (default ``hypoxia-recorder-<site>``).
+        batch_size / batch_interval_s: Write when this many points are waiting, or this often.
+        gap_detection: Ask the controller to replay missing sequence numbers.
+        max_spool_mb: Disk spool limit while the store is down; past it the recorder stops
+            acknowledging MQTT messages (the broker keeps them) rather than dropping any.
+    """
+
+    store: StoreConfig = SqliteStore(kind="sqlite")
+    reactors: list[str] = Field(default_factory=lambda: ["*"])
+    client_id: str | None = None
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    batch_interval_s: float = Field(default=1.0, gt=0, le=60)
+    gap_detection: bool = True
+    max_spool_mb: float = Field(default=1024.0, gt=0)
