@@ -24,11 +24,14 @@ from controller.audit import AuditTrail
 from controller.clock import CycleClock, ScaledClock
 from controller.commands import CommandProcessor
 from controller.config_errors import ConfigError, validate_model
+from controller.embedded_broker import EmbeddedBroker
 from controller.journal import RunJournal
+from controller.mqtt_link import MqttLink
 from controller.recipe import Recipe
 from controller.recipe_engine import Event
-from controller.service import Publish, ReactorRunner
+from controller.service import ReactorRunner
 from controller.site import SiteConfig
+from controller.telemetry import Topics
 from drivers.catalog import Transports, open_devices
 
 log = logging.getLogger(__name__)
@@ -96,7 +99,7 @@ async def build_service(
     *,
     speed: float = 1.0,
     clock: CycleClock | None = None,
-    publish: Publish | None = None,
+    notify: Callable[[], None] | None = None,
     open_wait_s: float = 10.0,
 ) -> Service:
     """Open devices, then start or resume a run on every selected reactor.
@@ -141,7 +144,8 @@ async def build_service(
         for device in roles.devices.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(device.start(), timeout=2.0)  # type: ignore[attr-defined]
-        runner = ReactorRunner(cfg, roles, journal, audit, clock, publish)
+        root = site.broker.root
+        runner = ReactorRunner(cfg, roles, journal, audit, clock, Topics(root, site.site), notify)
         if plan is None:
             assert recipe is not None  # noqa: S101 - checked above
             runner.start(recipe.recipe, recipe.text, recipe.sha256)
@@ -156,8 +160,29 @@ async def build_service(
 async def run_service(
     service: Service, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
 ) -> dict[str, str]:
-    """Cycle every reactor until its run ends (or ``stop`` is set); serve the control socket."""
+    """Cycle every reactor until its run ends (or ``stop`` is set).
+
+    Serves the control socket, and the MQTT link (starting the embedded broker first when the site
+    file asks for it). After the runs end, the outbox is drained to the broker before returning.
+    """
     server = await _serve_socket(service)
+    broker = service.site.broker
+    embedded = EmbeddedBroker(broker) if broker.embedded else None
+    if embedded is not None:
+        await embedded.start()
+    assert service.processor is not None  # noqa: S101 - set by build_service
+    link = MqttLink(
+        broker,
+        Topics(broker.root, service.site.site),
+        service.journal,
+        service.runners,
+        service.processor,
+        service.clock,
+    )
+    for runner in service.runners.values():
+        runner.notify = link.notify
+    link_stop = asyncio.Event()
+    link_task = asyncio.create_task(link.run(link_stop), name="mqtt")
     statuses: dict[str, str] = {}
     try:
         tasks = {
@@ -190,13 +215,32 @@ async def run_service(
         for helper in [*dogs, *([stopper] if stopper else [])]:
             helper.cancel()
         await asyncio.gather(*tasks.values(), *dogs, return_exceptions=True)
+        await _drain(link, service.journal)
     finally:
+        link_stop.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(link_task, timeout=10.0)
+        if embedded is not None:
+            await embedded.stop()
         server.close()
         await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             service.site.socket_path.unlink()
         await service.transports.close()
     return statuses
+
+
+async def _drain(link: MqttLink, journal: RunJournal, timeout_s: float = 10.0) -> None:
+    """Give the MQTT link a moment to publish what the last cycles left in the outbox.
+
+    What is still unpublished after ``timeout_s`` (broker away) stays in the outbox and goes out
+    when the service next starts.
+    """
+    if not journal.unpublished(1):
+        return
+    link.notify()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(link.idle.wait(), timeout=timeout_s)
 
 
 async def _serve_socket(service: Service) -> asyncio.Server:

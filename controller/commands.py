@@ -151,11 +151,23 @@ class CommandProcessor:
         self.runners = runners
         self.authenticated_user = authenticated_user
 
-    def handle(self, raw: str | bytes | dict[str, Any], source: str = "ctl") -> CommandResult:
-        """Process one command; never raises for bad input."""
-        data: dict[str, Any] = {}
+    def handle(
+        self,
+        raw: str | bytes | dict[str, Any],
+        source: str = "ctl",
+        forced: dict[str, str] | None = None,
+    ) -> CommandResult:
+        """Process one command; never raises for bad input.
+
+        Args:
+            raw: The command (JSON text or an already-parsed object).
+            source: Where it came from, for the audit trail.
+            forced: Fields fixed by the transport (MQTT: reactor and user from the topic); a
+                payload that says otherwise is refused.
+        """
+        data: dict[str, Any] = dict(forced or {})
         try:
-            data = _parse(raw)
+            data = _force(_parse(raw), forced or {})
             cmd = _validate(data)
             runner = self._check(cmd)
             old, new, apply = self._plan(cmd, runner)
@@ -339,6 +351,14 @@ class CommandProcessor:
             ]
 
         return old, value, apply
+
+
+def _force(data: dict[str, Any], forced: dict[str, str]) -> dict[str, Any]:
+    """Fill transport-given fields; refuse a payload that contradicts them."""
+    for key, value in forced.items():
+        if key in data and data[key] != value:
+            raise Refused(f"{key} '{data[key]}' in the payload differs from '{value}' of the topic")
+    return {**data, **forced}
 
 
 def _parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS outages (
     seconds REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+    reactor TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (reactor, seq)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(published, reactor, seq);
 """
 
 
@@ -73,6 +82,16 @@ class RunRecord:
     recipe_toml: str
     started_utc: datetime
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An MQTT message waiting in (or kept by) the outbox."""
+
+    reactor: str
+    seq: int
+    topic: str
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +164,9 @@ class RunJournal:
         engine: dict[str, Any],
         controller: dict[str, Any],
         events: list[Event],
+        outbox: list[OutboxMessage] | None = None,
     ) -> None:
-        """Write this cycle's checkpoint and events atomically."""
+        """Write this cycle's checkpoint, events and outgoing MQTT messages atomically."""
         stamp = utc.isoformat()
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
@@ -163,6 +183,45 @@ class RunJournal:
                     for ev in events
                 ],
             )
+            if outbox:
+                self.conn.executemany(
+                    "INSERT INTO outbox (reactor, seq, topic, payload) VALUES (?, ?, ?, ?)",
+                    [(m.reactor, m.seq, m.topic, m.payload) for m in outbox],
+                )
+
+    # ------------------------------------------------------------------------------- outbox
+    def next_seq(self, reactor: str) -> int:
+        """The next MQTT sequence number of ``reactor`` (1 for a new reactor)."""
+        row = self.conn.execute(
+            "SELECT MAX(seq) FROM outbox WHERE reactor = ?", (reactor,)
+        ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def unpublished(self, limit: int = 500) -> list[OutboxMessage]:
+        """Messages the broker has not acknowledged yet, oldest first per reactor."""
+        rows = self.conn.execute(
+            "SELECT reactor, seq, topic, payload FROM outbox WHERE published = 0 "
+            "ORDER BY reactor, seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxMessage(*row) for row in rows]
+
+    def mark_published(self, reactor: str, seq: int) -> None:
+        """The broker acknowledged message ``seq`` of ``reactor``."""
+        self.conn.execute(
+            "UPDATE outbox SET published = 1 WHERE reactor = ? AND seq = ?", (reactor, seq)
+        )
+
+    def replay(
+        self, reactor: str, from_seq: int, to_seq: int, limit: int = 10_000
+    ) -> list[OutboxMessage]:
+        """Messages ``from_seq``..``to_seq`` of ``reactor`` still held in the outbox."""
+        rows = self.conn.execute(
+            "SELECT reactor, seq, topic, payload FROM outbox WHERE reactor = ? "
+            "AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+            (reactor, from_seq, to_seq, limit),
+        ).fetchall()
+        return [OutboxMessage(*row) for row in rows]
 
     def checkpoint(self, run_id: str) -> Checkpoint | None:
         """The last committed checkpoint of ``run_id``."""

@@ -15,18 +15,20 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from controller.alarms import AlarmSet
 from controller.audit import AuditTrail
 from controller.clock import CycleClock
-from controller.journal import RunJournal, RunRecord
+from controller.journal import OutboxMessage, RunJournal, RunRecord
 from controller.loops import LoopMode
 from controller.reactor import Actuation, ReactorController
 from controller.recipe import Phase, Recipe, check_feasible
 from controller.recipe_engine import Event, Measured, PhaseState, RecipeEngine
 from controller.safety import CycleView, Interlocks, alarm_conditions, build_alarms
 from controller.site import ReactorConfig
+from controller.telemetry import Topics, dumps, event_message, state_message, telemetry_message
 from drivers.catalog import RoleSet
 from drivers.reading import Reading
 
@@ -38,8 +40,6 @@ MIXER_OF = {
     "o2_lpm": "o2_mixer",
     "co2_lpm": "co2_mixer",
 }
-Publish = Callable[[str, dict[str, Any]], None]
-"""Telemetry sink: (kind, payload). MQTT in production; a list in tests."""
 
 
 @dataclass(slots=True)
@@ -74,7 +74,8 @@ class ReactorRunner:
         journal: The site's run journal.
         audit: The site's audit trail.
         clock: Injected time.
-        publish: Optional telemetry sink.
+        topics: MQTT topic names of the site (messages go to the outbox; None: no MQTT).
+        notify: Called after every cycle (wakes the MQTT link).
     """
 
     def __init__(
@@ -84,14 +85,19 @@ class ReactorRunner:
         journal: RunJournal,
         audit: AuditTrail,
         clock: CycleClock,
-        publish: Publish | None = None,
+        topics: Topics | None = None,
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.roles = roles
         self.journal = journal
         self.audit = audit
         self.clock = clock
-        self.publish = publish
+        self.topics = topics
+        self.notify = notify
+        self.seq = journal.next_seq(config.id)
+        self.state_version = 0
+        self._state_key: tuple[Any, ...] | None = None
         self.period_s = config.process.control_period_s
         self.controller = ReactorController(config.process, config.tuning)
         self.alarms: AlarmSet = build_alarms(config.limits)
@@ -121,7 +127,13 @@ class ReactorRunner:
         events = self.engine.start(0.0)
         self.controller.apply_phase(self.phase)
         self.journal.commit_cycle(
-            run_id, now, 0.0, self.engine.snapshot(), self._controller_state(), events
+            run_id,
+            now,
+            0.0,
+            self.engine.snapshot(),
+            self._controller_state(),
+            events,
+            self._outbox(now, events, telemetry=False),
         )
         self.audit.append(
             now,
@@ -227,6 +239,7 @@ class ReactorRunner:
         if engine is None or run is None:
             return "idle"
         readings = await self._read_all()
+        read_utc = self.clock.utc()
         trusted = {role: (r.value if r.trusted else None) for role, r in readings.items()}
         measured = Measured(
             o2_pct=trusted.get("o2"),
@@ -252,12 +265,17 @@ class ReactorRunner:
         self.data_gap_s = 0.0
         self._record(t, readings, act, engine)
         self.journal.commit_cycle(
-            run.run_id, self.clock.utc(), t, engine.snapshot(), self._controller_state(), events
+            run.run_id,
+            self.clock.utc(),
+            t,
+            engine.snapshot(),
+            self._controller_state(),
+            events,
+            self._outbox(read_utc, events, telemetry=True),
         )
-        if self.publish is not None:
-            for ev in events:
-                self.publish("event", {"t_s": ev.t_s, "kind": ev.kind, **ev.detail})
-            self.publish("telemetry", self._telemetry())
+        self._track_state()
+        if self.notify is not None:
+            self.notify()
         self.heartbeat = self.clock.monotonic()
         if engine.finished:
             self.journal.finish_run(run.run_id, "complete", self.clock.utc())
@@ -408,24 +426,76 @@ class ReactorRunner:
             harvests=[h.as_dict() for h in engine.harvests],
         )
 
-    def _telemetry(self) -> dict[str, Any]:
-        s = self.snapshot
-        phase = self.phase
+    def _outbox(
+        self, utc: datetime, events: list[Event], *, telemetry: bool
+    ) -> list[OutboxMessage]:
+        """This cycle's MQTT messages with fresh sequence numbers (events, then telemetry)."""
+        if self.topics is None:
+            return []
+        rid, run_id = self.config.id, self.run.run_id if self.run else None
+        out: list[OutboxMessage] = []
+        for ev in events:
+            msg = event_message(self.topics.site, rid, self.seq, utc, run_id, ev)
+            out.append(OutboxMessage(rid, self.seq, self.topics.event(rid), dumps(msg)))
+            self.seq += 1
+        if telemetry:
+            s = self.snapshot
+            active = sum(1 for a in self.alarms.alarms.values() if a.active)
+            msg = telemetry_message(
+                self.topics.site,
+                rid,
+                self.seq,
+                utc,
+                run_id,
+                self.phase,
+                s.phase_state,
+                s.run_t_s,
+                s.exposure_s,
+                s.readings,
+                s.actuation,
+                active,
+            )
+            out.append(OutboxMessage(rid, self.seq, self.topics.telemetry(rid), dumps(msg)))
+            self.seq += 1
+        return out
+
+    def state_message(self) -> dict[str, Any]:
+        """The retained ``state`` message of this reactor now."""
+        engine = self.engine
+        return state_message(
+            self.topics.site if self.topics else "",
+            self.config.id,
+            self.clock.utc(),
+            self.run.run_id if self.run else None,
+            self.phase,
+            engine.state.value if engine else "",
+            self._alarm_states(),
+            sorted(engine.pending) if engine else [],
+        )
+
+    def _alarm_states(self) -> dict[str, str]:
         return {
-            "run_id": self.run.run_id if self.run else None,
-            "t_s": s.run_t_s,
-            "utc": s.utc,
-            "phase": s.phase,
-            "phase_state": s.phase_state,
-            "exposure_s": s.exposure_s,
-            "setpoints": {
-                "o2_pct": phase.o2_pct if phase else None,
-                "co2_pct": phase.co2_pct if phase else None,
-                "temp_c": phase.temp_c if phase else None,
-            },
-            "readings": s.readings,
-            "actuation": s.actuation,
+            n: a.state.value
+            for n, a in self.alarms.alarms.items()
+            if a.state.value not in ("normal", "suppressed")
         }
+
+    def _track_state(self) -> None:
+        """Bump ``state_version`` when what the retained state shows has changed."""
+        engine = self.engine
+        phase = self.phase
+        key = (
+            engine.index if engine else None,
+            engine.state.value if engine else None,
+            phase.o2_pct if phase else None,
+            phase.co2_pct if phase else None,
+            phase.temp_c if phase else None,
+            tuple(sorted(self._alarm_states().items())),
+            tuple(sorted(engine.pending)) if engine else (),
+        )
+        if key != self._state_key:
+            self._state_key = key
+            self.state_version += 1
 
     # ------------------------------------------------------------------------------ watchdog
     async def watchdog(self, stall_s: float) -> None:

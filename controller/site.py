@@ -107,7 +107,7 @@ class SiteConfig(_Strict):
     lines: dict[str, SerialLineSettings] = Field(default_factory=dict)
     reactors: list[ReactorConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
-    broker: BrokerConfig | None = None
+    broker: BrokerConfig = BrokerConfig(embedded=True)
     recorder: RecorderConfig = RecorderConfig()
 
     @model_validator(mode="after")

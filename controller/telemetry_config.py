@@ -30,6 +30,8 @@ class BrokerConfig(_Strict):
     """The MQTT broker the controller and the recorder connect to.
 
     Attributes:
+        embedded: Start an in-process broker (amqtt) on ``host:port`` instead of connecting to
+            an external one (the zero-setup default when the site file has no ``[broker]``).
         host / port: Where the broker listens.
         username / password: Credentials; ``password_env`` names an environment variable that
             holds the password instead (keeps secrets out of the site file).
@@ -38,6 +40,7 @@ class BrokerConfig(_Strict):
         tls: TLS settings, or ``None`` for plain TCP.
     """
 
+    embedded: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -83,8 +86,7 @@ class SqliteStore(_Strict):
     path: Path = Path("telemetry.sqlite")
 
 
-StoreConfig = Annotated[InfluxDB1Store | InfluxDB2Store | SqliteStore,
-                        Field(discriminator="kind")]
+StoreConfig = Annotated[InfluxDB1Store | InfluxDB2Store | SqliteStore, Field(discriminator="kind")]
 
 
 class RecorderConfig(_Strict):

@@ -13,25 +13,15 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
+from controller.telemetry import json_safe
 from simulators.twin import SERIES_COLUMNS, TwinResult
 
 PHASE_COLOURS = ("#f2f2f2", "#e3eef9", "#fdf0e0", "#e8f5e9", "#f3e5f5", "#fff8e1")
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: write ``null`` instead."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def summary_json(summary: dict[str, Any]) -> str:
     """The summary as strict JSON (NaN and infinities become null)."""
-    return json.dumps(_clean(summary), indent=2, sort_keys=False)
+    return json.dumps(json_safe(summary), indent=2, sort_keys=False)
 
 
 def write_outputs(result: TwinResult, summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -61,7 +51,7 @@ def write_outputs(result: TwinResult, summary: dict[str, Any], out_dir: Path) ->
             )
     with paths["events"].open("w") as fh:
         for ev in result.events:
-            fh.write(json.dumps(_clean({"t_s": ev.t_s, "kind": ev.kind, **ev.detail})) + "\n")
+            fh.write(json.dumps(json_safe({"t_s": ev.t_s, "kind": ev.kind, **ev.detail})) + "\n")
     paths["summary"].write_text(summary_json(summary) + "\n")
     plot_run(result, summary, paths["plot"])
     return paths

@@ -12,6 +12,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.process import ProcessModel
 from controller.reactor import ControllerTuning, ReactorController
 from controller.recipe import PhaseEnd, Recipe
 from controller.recipe_engine import Event, Measured, RecipeEngine
@@ -124,6 +125,7 @@ def run_twin(
     doors: list[DoorOpening] | None = None,
     record_every_s: float = 10.0,
     tuning: ControllerTuning | None = None,
+    model: ProcessModel | None = None,
 ) -> TwinResult:
     """Run ``recipe`` on ``vessel`` to the end (or the time limit) and return what happened.
 
@@ -134,12 +136,15 @@ def run_twin(
         doors: Door openings to inject.
         record_every_s: Period of the recorded time series, s (the summary uses every cycle).
         tuning: Optional controller gain overrides.
+        model: What the controller believes about the vessel (default
+            :meth:`Vessel.process_model`); give a wrong one for robustness runs while the plant
+            keeps the true ``vessel``.
     """
     doors = sorted(doors or [], key=lambda d: d.at_s)
     dt = vessel.control_period_s
     plant = Plant(vessel)
     sensors = _Sensors(vessel, plant, dt, random.Random(seed))
-    controller = ReactorController(vessel.process_model(), tuning)
+    controller = ReactorController(model or vessel.process_model(), tuning)
     engine = RecipeEngine(recipe)
     events = engine.start(0.0)
     controller.apply_phase(engine.phase)

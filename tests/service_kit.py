@@ -47,9 +47,15 @@ def free_port() -> int:
 
 
 def site_file(
-    tmp: Path, limits: dict[str, float] | None = None, secondary_o2: bool = False
+    tmp: Path,
+    limits: dict[str, float] | None = None,
+    secondary_o2: bool = False,
+    broker: str | None = None,
 ) -> Path:
-    """The example simulated site rewritten for this test: free ports, private paths."""
+    """The example simulated site rewritten for this test: free ports, private paths.
+
+    ``broker`` is a ``[broker]`` table body; by default an embedded broker on a free port.
+    """
     text = (ROOT / "examples/sites/sim.toml").read_text()
     for port in ("15020", "15021", "15031", "15032"):
         text = text.replace(port, str(free_port()))
@@ -77,6 +83,8 @@ def site_file(
             "# ---- the reactor", SECONDARY_O2.format(port=free_port()) + "\n# ---- the reactor"
         )
         text = text.replace("# ---- users", SECONDARY_O2_DEVICE + "\n# ---- users")
+    broker_body = broker if broker is not None else f"embedded = true\nport = {free_port()}"
+    text = text.replace("# ---- buses", f"[broker]\n{broker_body}\n\n# ---- buses", 1)
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "site.toml"
     path.write_text(text)

@@ -1,0 +1,216 @@
+"""The controller's MQTT link (aiomqtt): outbox pump, retained state, commands, replays.
+
+* Connects with a last will (``controller/status`` = ``lost``, retained) and publishes ``online``;
+  a clean shutdown publishes ``offline``, so "lost" and "stopped" are told apart.
+* Pumps the journal's outbox in sequence order; a message is marked published only after the
+  broker's PUBACK (QoS 1). Nothing is lost while the broker is away: the outbox keeps growing and
+  drains on reconnect.
+* Publishes each reactor's retained ``state`` on connect and whenever it changes.
+* Answers replay requests from recorders by re-publishing held messages with ``"replay": true``.
+* Receives commands on ``.../{reactor}/cmd/{user}``: the user comes from the topic (the broker's
+  ACL makes it authentic), the reactor from the topic; exactly one result is published on
+  ``.../cmd_result/{user}`` per command, whatever arrives.
+
+Reconnects back off (1 s doubling to 30 s) on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any
+
+import aiomqtt
+
+from controller.clock import CycleClock
+from controller.commands import MAX_COMMAND_BYTES, CommandProcessor
+from controller.journal import RunJournal
+from controller.service import ReactorRunner
+from controller.telemetry import Topics, dumps
+from controller.telemetry_config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+
+def client_for(
+    broker: BrokerConfig,
+    identifier: str,
+    will: aiomqtt.Will | None = None,
+    clean_session: bool = True,
+) -> aiomqtt.Client:
+    """An aiomqtt client for the site's broker (credentials and TLS from the site file)."""
+    tls = None
+    if broker.tls is not None:
+        t = broker.tls
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(t.ca_file) if t.ca_file else None,
+            certfile=str(t.cert_file) if t.cert_file else None,
+            keyfile=str(t.key_file) if t.key_file else None,
+            cert_reqs=ssl.CERT_NONE if t.insecure_skip_verify else ssl.CERT_REQUIRED,
+        )
+    return aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=broker.resolved_password(),
+        identifier=identifier,
+        will=will,
+        clean_session=clean_session,
+        keepalive=broker.keepalive_s,
+        tls_params=tls,
+        tls_insecure=broker.tls.insecure_skip_verify if broker.tls is not None else None,
+    )
+
+
+class MqttLink:
+    """One MQTT connection for all reactors of a controller process."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        topics: Topics,
+        journal: RunJournal,
+        runners: dict[str, ReactorRunner],
+        processor: CommandProcessor,
+        clock: CycleClock,
+    ) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.journal = journal
+        self.runners = runners
+        self.processor = processor
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()  # set when the outbox has been fully published
+        self.connected = asyncio.Event()
+        self.published = 0
+        self._state_sent: dict[str, int] = {}
+
+    def notify(self) -> None:
+        """A cycle has put messages in the outbox."""
+        self.idle.clear()
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected (with backoff) until ``stop`` is set; publish ``offline`` then."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                delay = 1.0
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                log.warning(
+                    "MQTT %s:%s: %s; retrying in %.0f s",
+                    self.broker.host,
+                    self.broker.port,
+                    exc,
+                    delay,
+                )
+                stopper = asyncio.ensure_future(stop.wait())
+                sleeper = asyncio.ensure_future(
+                    self.clock.sleep_until(self.clock.monotonic() + delay)
+                )
+                await asyncio.wait({stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                sleeper.cancel()
+                delay = min(30.0, delay * 2.0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        will = aiomqtt.Will(self.topics.controller_status, b"lost", qos=1, retain=True)
+        async with client_for(
+            self.broker, f"hypoxia-controller-{self.topics.site}", will
+        ) as client:
+            await client.publish(self.topics.controller_status, b"online", qos=1, retain=True)
+            await client.subscribe(self.topics.commands, qos=1)
+            await client.subscribe(self.topics.replay_request, qos=1)
+            self._state_sent.clear()
+            self.connected.set()
+            listener = asyncio.create_task(self._listen(client))
+            try:
+                while not stop.is_set():
+                    await self._publish_states(client)
+                    await self._pump(client)
+                    if listener.done():
+                        listener.result()  # re-raise a lost connection
+                    self.wake.clear()
+                    waiter = asyncio.ensure_future(self.wake.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait(
+                        {waiter, stopper, listener}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiter.cancel()
+                    stopper.cancel()
+                await self._pump(client)
+                await client.publish(self.topics.controller_status, b"offline", qos=1, retain=True)
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await listener
+                self.connected.clear()
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish every unacknowledged outbox message, oldest first, marking each on PUBACK."""
+        while batch := self.journal.unpublished(500):
+            for message in batch:
+                await client.publish(message.topic, message.payload.encode(), qos=1)
+                self.journal.mark_published(message.reactor, message.seq)
+                self.published += 1
+        self.idle.set()
+
+    async def _publish_states(self, client: aiomqtt.Client) -> None:
+        for rid, runner in self.runners.items():
+            if self._state_sent.get(rid) != runner.state_version:
+                payload = dumps(runner.state_message()).encode()
+                await client.publish(self.topics.state(rid), payload, qos=1, retain=True)
+                self._state_sent[rid] = runner.state_version
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = (
+                message.payload
+                if isinstance(message.payload, bytes)
+                else str(message.payload).encode()
+            )
+            if topic == self.topics.replay_request:
+                await self._replay(client, payload)
+                continue
+            parsed = self.topics.parse_command(topic)
+            if parsed is not None:
+                await self._command(client, parsed[0], parsed[1], payload)
+
+    async def _command(
+        self, client: aiomqtt.Client, reactor: str, user: str, payload: bytes
+    ) -> None:
+        request_id: Any = None
+        data: dict[str, Any] | bytes = payload
+        if len(payload) <= MAX_COMMAND_BYTES:
+            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+                decoded = json.loads(payload)
+                if isinstance(decoded, dict):
+                    request_id = decoded.pop("request_id", None)
+                    data = decoded
+        result = self.processor.handle(
+            data, source=f"mqtt:{user}", forced={"reactor": reactor, "user": user}
+        ).as_dict()
+        reply = {"v": 1, "request_id": request_id, **result}
+        await client.publish(
+            self.topics.command_result(reactor, user), dumps(reply).encode(), qos=1
+        )
+        self.wake.set()
+
+    async def _replay(self, client: aiomqtt.Client, payload: bytes) -> None:
+        try:
+            req = json.loads(payload)
+            reactor, first, last = str(req["reactor"]), int(req["from_seq"]), int(req["to_seq"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring malformed replay request %r", payload[:200])
+            return
+        for held in self.journal.replay(reactor, first, min(last, first + 100_000)):
+            message = json.loads(held.payload)
+            message["replay"] = True
+            await client.publish(held.topic, dumps(message).encode(), qos=1)
