@@ -141,8 +141,9 @@ async def _command(
 
 
 async def _wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
+    """Poll state filled by the subscriber task (other processes drive it; no event to await)."""
     async with asyncio.timeout(timeout_s):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polling what other processes cause
             await asyncio.sleep(0.05)
 
 
