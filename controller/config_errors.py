@@ -1,5 +1,8 @@
 """Clear errors for configuration files: one message naming the file, the field and what is allowed.
 
+A validator that checks several fields names the one at fault by starting its message with
+``@field.path: `` (relative to the model it validates).
+
 Used for recipes, vessel files and site files alike, so every bad input reads the same way::
 
     examples/recipes/bad.toml: phases[1].o2_pct: got 120; allowed: a number <= 100
@@ -93,10 +96,15 @@ def _describe(err: Any, cls: type[BaseModel]) -> tuple[str, str]:
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
+    path = field_path(loc)
+    if msg.startswith("@") and ": " in msg:  # a cross-field check naming its own field
+        inner, msg = msg[1:].split(": ", 1)
+        path = f"{path}.{inner}" if path else inner
     if kind in ("float_parsing", "float_type", "int_parsing", "int_type") and isinstance(got, str):
         msg += " (units go in the field name, e.g. o2_pct = 2.0, duration_h = 48)"
-    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    return field_path(loc), f"got {shown}; allowed: {msg[0].lower()}{msg[1:]}"
+    if isinstance(got, dict | list):  # a whole table failed a cross-check: the message says why
+        return path, msg
+    return path, f"got {got!r}; allowed: {msg[0].lower()}{msg[1:]}"
 
 
 def from_validation_error(source: str, exc: ValidationError, cls: type[BaseModel]) -> ConfigError:

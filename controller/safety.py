@@ -70,6 +70,8 @@ class CycleView:
     temp_c: float | None
     o2_mode: LoopMode
     o2_settled: bool
+    co2_settled: bool = True
+    temp_settled: bool = True
     o2_secondary_pct: float | None = None
     o2_quality_reason: str = ""
     n2_set_lpm: float = 0.0
@@ -183,7 +185,7 @@ def alarm_conditions(
         view.co2_pct,
         phase.co2_pct if phase else None,
         limits.co2_deviation_pct,
-        True,
+        view.co2_settled,
         "%",
     )
     deviation(
@@ -191,7 +193,7 @@ def alarm_conditions(
         view.temp_c,
         phase.temp_c if phase else None,
         limits.temp_deviation_c,
-        True,
+        view.temp_settled,
         "degC",
     )
     controlled = phase is not None

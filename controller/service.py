@@ -112,7 +112,9 @@ class ReactorRunner:
         self.safe_state = False
         self.commands: asyncio.Queue[Callable[[], list[Event]]] = asyncio.Queue()
         self._last_act: Actuation | None = None
-        self._o2_reached = False  # O2 has been in band since the last set-point change
+        # which variables have been in band since their last set-point change (before that, a
+        # difference is the planned approach, not a deviation)
+        self._reached: dict[str, bool] = {"o2": False, "co2": False, "temp": False}
         self._purge_started: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------------- start / resume
@@ -194,7 +196,7 @@ class ReactorRunner:
 
     def setpoint_changed(self) -> None:
         """A set point moved: the approach to it is planned, not a deviation."""
-        self._o2_reached = False
+        self._reached = dict.fromkeys(self._reached, False)
 
     @property
     def phase(self) -> Phase | None:
@@ -253,7 +255,7 @@ class ReactorRunner:
         if engine.index != index:
             self.overrides = {}
             self.controller.apply_phase(self.phase)
-            self._o2_reached = False
+            self._reached = dict.fromkeys(self._reached, False)
         act = self.controller.step(self.period_s, measured, engine.pump_on)
         view = self._view(t, measured, readings)
         act, lock_events = self.interlocks.apply(view, act)
@@ -308,15 +310,14 @@ class ReactorRunner:
     def _view(self, t: float, m: Measured, readings: dict[str, Reading]) -> CycleView:
         ctl, engine = self.controller, self.engine
         phase = self.phase
-        if (
-            phase is not None
-            and phase.o2_pct is not None
-            and m.o2_pct is not None
-            and abs(m.o2_pct - phase.o2_pct) <= phase.o2_band_pct
-        ):
-            self._o2_reached = True
-        # the planned approach to a new set point is not a deviation; anything after is
-        settled = self._o2_reached
+        if phase is not None:
+            for key, value, target, band in (
+                ("o2", m.o2_pct, phase.o2_pct, phase.o2_band_pct),
+                ("co2", m.co2_pct, phase.co2_pct, phase.co2_band_pct),
+                ("temp", m.temp_c, phase.temp_c, phase.temp_band_c),
+            ):
+                if value is not None and target is not None and abs(value - target) <= band:
+                    self._reached[key] = True
         secondary = readings.get("o2_secondary")
         o2 = readings.get("o2")
         expected = None
@@ -335,7 +336,9 @@ class ReactorRunner:
             co2_pct=m.co2_pct,
             temp_c=m.temp_c,
             o2_mode=ctl.o2.mode,
-            o2_settled=settled,
+            o2_settled=self._reached["o2"],
+            co2_settled=self._reached["co2"],
+            temp_settled=self._reached["temp"],
             o2_secondary_pct=secondary.value if secondary and secondary.trusted else None,
             o2_quality_reason=o2.reason if o2 else "no O2 sensor",
             n2_set_lpm=self._last_act.n2_lpm if self._last_act else 0.0,

@@ -120,7 +120,11 @@ class SiteConfig(_Strict):
         for u in self.users:
             unknown = [x for x in u.reactors if x != "*" and x not in ids]
             if unknown:
-                msg = f"user '{u.name}' names unknown reactor(s) {', '.join(unknown)}"
+                k = self.users.index(u)
+                msg = (
+                    f"@users[{k}].reactors: user '{u.name}' names unknown reactor(s) "
+                    f'{", ".join(unknown)} (allowed: {", ".join(ids)} or "*")'
+                )
                 raise ValueError(msg)
         return self
 
@@ -128,38 +132,40 @@ class SiteConfig(_Strict):
         """Unique names, defined buses and lines, one unit id per bus, known map points."""
         names: set[str] = set()
         units: dict[tuple[str, int], str] = {}
-        for d in (d for r in self.reactors for d in r.devices):
-            if d.name in names:
-                msg = f"device name '{d.name}' is used twice (allowed: unique names)"
-                raise ValueError(msg)
-            names.add(d.name)
-            bus = getattr(d, "bus", None)
-            line = getattr(d, "line", None)
-            for kind, ref, defined in (("bus", bus, self.buses), ("line", line, self.lines)):
-                if ref is not None and ref not in defined:
-                    msg = (
-                        f"device '{d.name}': {kind} '{ref}' is not defined (allowed: "
-                        f"{', '.join(sorted(defined)) or 'none defined'})"
-                    )
+        for i, reactor in enumerate(self.reactors):
+            for j, d in enumerate(reactor.devices):
+                where = f"@reactors[{i}].devices[{j}]"
+                if d.name in names:
+                    msg = f"{where}.name: '{d.name}' is used twice (allowed: unique names)"
                     raise ValueError(msg)
-            if bus is not None:
-                key = (bus, int(getattr(d, "unit", 0)))
-                if key in units:
-                    msg = (
-                        f"devices '{units[key]}' and '{d.name}' both use unit id {key[1]} "
-                        f"on bus '{bus}' (allowed: one unit id per bus)"
-                    )
-                    raise ValueError(msg)
-                units[key] = d.name
-            if isinstance(d, RegisterMapConfig):
-                points = {p.name for p in d.map.points}
-                for role, point in d.roles.items():
-                    if point not in points:
+                names.add(d.name)
+                bus = getattr(d, "bus", None)
+                line = getattr(d, "line", None)
+                for kind, ref, defined in (("bus", bus, self.buses), ("line", line, self.lines)):
+                    if ref is not None and ref not in defined:
                         msg = (
-                            f"device '{d.name}': role '{role}' names point '{point}', which "
-                            f"the map does not define (allowed: {', '.join(sorted(points))})"
+                            f"{where}.{kind}: '{ref}' is not defined (allowed: "
+                            f"{', '.join(sorted(defined)) or 'none defined'})"
                         )
                         raise ValueError(msg)
+                if bus is not None:
+                    key = (bus, int(getattr(d, "unit", 0)))
+                    if key in units:
+                        msg = (
+                            f"{where}.unit: devices '{units[key]}' and '{d.name}' both use "
+                            f"unit id {key[1]} on bus '{bus}' (allowed: one unit id per bus)"
+                        )
+                        raise ValueError(msg)
+                    units[key] = d.name
+                if isinstance(d, RegisterMapConfig):
+                    points = {p.name for p in d.map.points}
+                    for role, point in d.roles.items():
+                        if point not in points:
+                            msg = (
+                                f"{where}.roles.{role}: names point '{point}', which the map "
+                                f"does not define (allowed: {', '.join(sorted(points))})"
+                            )
+                            raise ValueError(msg)
 
     def reactor(self, reactor_id: str) -> ReactorConfig:
         """The reactor with ``reactor_id``; ``KeyError`` naming the known ids otherwise."""

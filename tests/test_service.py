@@ -158,9 +158,24 @@ async def test_co2_sensor_and_deviation(tmp_path: Path) -> None:
         await st.cycles(3)
         assert st.alarm("co2_sensor") == "active_unacknowledged"
         st.sim.sim("co2-gmp251").faults.clear()
-        st.sim.sim("mfc-co2").faults.stuck = True
-        await st.cycles(200)
+        await st.cycles(300)  # CO2 reaches its band: deviations count from now on
+        assert st.alarm("co2_deviation") == "normal"
+        st.link.door_open = True  # room air floods in faster than CO2 can follow
+        await st.cycles(90)
         assert st.alarm("co2_deviation") == "active_unacknowledged"
+
+
+async def test_temperature_deviation_after_warm_up(tmp_path: Path) -> None:
+    limits = {"deviation_delay_s": 60.0, "temp_deviation_c": 1.0}
+    async with stack(tmp_path, HOLD_5, limits=limits) as st:
+        await st.cycles(600)  # warming from 21 degC: a difference, not yet a deviation
+        assert st.alarm("temp_deviation") == "suppressed" or st.alarm("temp_deviation") == "normal"
+        await st.cycles(3000)
+        assert st.runner.snapshot.readings["temperature"]["value"] == pytest.approx(37.0, abs=0.3)
+        st.link.door_open = True  # door left open: losses exceed the heater
+        await st.cycles(400)
+        assert st.alarm("temp_deviation") == "active_unacknowledged"
+        assert st.runner.snapshot.actuation["heater_w"] == pytest.approx(400.0)
 
 
 async def test_harvest_due_overdue_and_confirmation(tmp_path: Path) -> None:
