@@ -142,6 +142,8 @@ def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
     out.print(table)
     gas = ", ".join(f"{k.upper()} {v:.0f} L" for k, v in summary["gas_l"].items() if v > 0)
     out.print(f"gas used: {gas}")
+    if "ramp" in paths:
+        out.print(f"ramp:    {paths['ramp']}")
     out.print(
         f"plot:    {paths['plot']}\nsummary: {paths['summary']}\n"
         f"series:  {paths['timeseries']}\nevents:  {paths['events']}"

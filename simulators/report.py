@@ -54,6 +54,8 @@ def write_outputs(result: TwinResult, summary: dict[str, Any], out_dir: Path) ->
             fh.write(json.dumps(json_safe({"t_s": ev.t_s, "kind": ev.kind, **ev.detail})) + "\n")
     paths["summary"].write_text(summary_json(summary) + "\n")
     plot_run(result, summary, paths["plot"])
+    if plot_ramp(result, summary, out_dir / "ramp.png"):
+        paths["ramp"] = out_dir / "ramp.png"
     return paths
 
 
@@ -155,6 +157,46 @@ def plot_run(result: TwinResult, summary: dict[str, Any], path: Path) -> None:
         )
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_ramp(result: TwinResult, summary: dict[str, Any], path: Path) -> bool:
+    """Zoom on the first hypoxic ramp at full resolution.
+
+    Shows measured and chamber O2, the +/-0.1 % band, the physical minimum and the measured
+    entry. Returns False when the run has no hypoxic ramp.
+    """
+    o2 = summary.get("o2") or {}
+    t_bb, start = o2.get("bang_bang_min_s"), o2.get("ramp_start_s")
+    if t_bb is None or start is None or not math.isfinite(t_bb):
+        return False
+    sp = float(o2["setpoint_pct"])
+    tr = result.trace
+    lo_s, hi_s = start - 60.0, start + 2.5 * t_bb + 300.0
+    idx = [i for i, t in enumerate(tr.t_s) if lo_s <= t <= hi_s]
+    minutes = [(tr.t_s[i] - start) / 60.0 for i in idx]
+    fig, ax = plt.subplots(figsize=(10, 4), constrained_layout=True)
+    ax.plot(minutes, [tr.o2_pct[i] for i in idx], lw=0.8, color="tab:blue", label="O2 measured")
+    ax.plot(
+        minutes,
+        [tr.o2_true_pct[i] for i in idx],
+        lw=0.8,
+        ls="--",
+        color="navy",
+        label="O2 chamber (true)",
+    )
+    ax.axhspan(sp - 0.1, sp + 0.1, color="tab:green", alpha=0.2, label="+/-0.1 %")
+    ax.axvline(t_bb / 60.0, color="black", lw=1, ls=":", label="physical minimum")
+    if o2.get("time_to_band_s") is not None:
+        ax.axvline(o2["time_to_band_s"] / 60.0, color="tab:red", lw=1, label="in band, stays")
+    ax.set_ylim(max(0.0, sp - 1.0), sp + 3.0)
+    ax.set_xlabel("minutes from the start of the ramp")
+    ax.set_ylabel("O2 %")
+    ax.set_title(f"First hypoxic ramp to {sp} % - {result.vessel.name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def _phase_bands(result: TwinResult, axes: Any) -> None:

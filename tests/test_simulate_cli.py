@@ -81,6 +81,7 @@ def test_files_written(run_48h: tuple[dict[str, Any], Path]) -> None:
     _, out_dir = run_48h
     png = (out_dir / "run.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out_dir / "ramp.png").read_bytes()[:4] == b"\x89PNG"
     with (out_dir / "timeseries.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) > 17_000  # 49 h at one row per 10 s
