@@ -6,7 +6,7 @@ For each reference vessel and set point (5 %, 2 %, 1 %, anoxia 0.05 %) a fastest
 steady hold and a 30 s door opening; for the bioreactor also the DO cascade (T8). Then the
 robustness corners: the controller's model wrong by +/- 50 % in volume, leak and gain and +/- 30 %
 in delay while the plant keeps the true vessel. Prints markdown tables, writes PNG plots to
-bench/out/ and the tables into docs/performance-control.md (between the bench markers).
+bench/out/ and the tables into docs/performance.md (between the bench markers).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from control_cases import ANOXIA_PCT, Case, Outcome, run_case
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-DOC = ROOT / "docs" / "performance-control.md"
+DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- bench:control:begin -->", "<!-- bench:control:end -->"
 VESSELS = ("workstation-100l", "incubator-170l", "bioreactor-2l")
 
