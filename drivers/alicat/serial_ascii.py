@@ -186,13 +186,16 @@ class AlicatSerial:
         """
         if not (math.isfinite(lpm) and 0.0 <= lpm <= self.full_scale_lpm):
             raise ValueError(f"setpoint {lpm!r} L/min outside 0..{self.full_scale_lpm:g}")
-        value = lpm / LPM_PER_UNIT[self.flow_unit]
+        value = round(lpm / LPM_PER_UNIT[self.flow_unit], 3)
         sample, text = await self._command(f"S {value:.3f}")
         sp = sample.setpoint_lpm.value
+        sent_lpm = value * LPM_PER_UNIT[self.flow_unit]
         numbers = text.split()[1:6]
-        resolution = 0.5 * 10.0 ** -_decimals(numbers[-1]) * LPM_PER_UNIT[self.flow_unit]
+        # the frame shows the set point to its display resolution: a value sent with more
+        # decimals can round by up to one display step
+        resolution = 10.0 ** -_decimals(numbers[-1]) * LPM_PER_UNIT[self.flow_unit]
         tolerance = max(self.verify_tolerance_fs * self.full_scale_lpm, resolution)
-        if not (math.isfinite(sp) and abs(sp - lpm) <= tolerance):
+        if not (math.isfinite(sp) and abs(sp - sent_lpm) <= tolerance):
             raise WriteVerifyError(self.name, "setpoint_lpm", lpm, sp)
 
     async def select_gas(self, gas: int | str) -> None:
