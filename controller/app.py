@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import tomllib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -158,7 +158,10 @@ async def build_service(
 
 
 async def run_service(
-    service: Service, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
+    service: Service,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
+    before_broker_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, str]:
     """Cycle every reactor until its run ends (or ``stop`` is set).
 
@@ -183,39 +186,11 @@ async def run_service(
         runner.notify = link.notify
     link_stop = asyncio.Event()
     link_task = asyncio.create_task(link.run(link_stop), name="mqtt")
-    statuses: dict[str, str] = {}
     try:
-        tasks = {
-            rid: asyncio.create_task(
-                r.run_forever(service.initial_events.get(rid)), name=f"reactor-{rid}"
-            )
-            for rid, r in service.runners.items()
-        }
-        dogs = [
-            asyncio.create_task(r.watchdog(max(5.0, 5 * r.period_s)))
-            for r in service.runners.values()
-        ]
-        if on_ready is not None:
-            on_ready()
-        waiters: set[asyncio.Future[Any]] = set(tasks.values())
-        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
-        if stopper is not None:
-            waiters.add(stopper)
-        while any(not t.done() for t in tasks.values()):
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if stopper is not None and stopper in done:
-                break
-            waiters -= done
-        for rid, task in tasks.items():
-            if task.done() and not task.cancelled() and task.exception() is None:
-                statuses[rid] = task.result()
-            else:
-                task.cancel()
-                statuses[rid] = "interrupted"
-        for helper in [*dogs, *([stopper] if stopper else [])]:
-            helper.cancel()
-        await asyncio.gather(*tasks.values(), *dogs, return_exceptions=True)
+        statuses = await _run_reactors(service, stop, on_ready)
         await _drain(link, service.journal)
+        if before_broker_stop is not None:
+            await before_broker_stop()  # e.g. an in-process recorder catching up
     finally:
         link_stop.set()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -227,6 +202,43 @@ async def run_service(
         with contextlib.suppress(FileNotFoundError):
             service.site.socket_path.unlink()
         await service.transports.close()
+    return statuses
+
+
+async def _run_reactors(
+    service: Service, stop: asyncio.Event | None, on_ready: Callable[[], None] | None
+) -> dict[str, str]:
+    """Run every reactor's cycle and watchdog until all runs end or ``stop`` is set."""
+    tasks = {
+        rid: asyncio.create_task(
+            r.run_forever(service.initial_events.get(rid)), name=f"reactor-{rid}"
+        )
+        for rid, r in service.runners.items()
+    }
+    dogs = [
+        asyncio.create_task(r.watchdog(max(5.0, 5 * r.period_s))) for r in service.runners.values()
+    ]
+    if on_ready is not None:
+        on_ready()
+    waiters: set[asyncio.Future[Any]] = set(tasks.values())
+    stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    if stopper is not None:
+        waiters.add(stopper)
+    while any(not t.done() for t in tasks.values()):
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if stopper is not None and stopper in done:
+            break
+        waiters -= done
+    statuses: dict[str, str] = {}
+    for rid, task in tasks.items():
+        if task.done() and not task.cancelled() and task.exception() is None:
+            statuses[rid] = task.result()
+        else:
+            task.cancel()
+            statuses[rid] = "interrupted"
+    for helper in [*dogs, *([stopper] if stopper else [])]:
+        helper.cancel()
+    await asyncio.gather(*tasks.values(), *dogs, return_exceptions=True)
     return statuses
 
 

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from typing import Any
 
 import aiomqtt
@@ -28,41 +27,12 @@ import aiomqtt
 from controller.clock import CycleClock
 from controller.commands import MAX_COMMAND_BYTES, CommandProcessor
 from controller.journal import RunJournal
+from controller.mqtt_client import client_for
 from controller.service import ReactorRunner
 from controller.telemetry import Topics, dumps
 from controller.telemetry_config import BrokerConfig
 
 log = logging.getLogger(__name__)
-
-
-def client_for(
-    broker: BrokerConfig,
-    identifier: str,
-    will: aiomqtt.Will | None = None,
-    clean_session: bool = True,
-) -> aiomqtt.Client:
-    """An aiomqtt client for the site's broker (credentials and TLS from the site file)."""
-    tls = None
-    if broker.tls is not None:
-        t = broker.tls
-        tls = aiomqtt.TLSParameters(
-            ca_certs=str(t.ca_file) if t.ca_file else None,
-            certfile=str(t.cert_file) if t.cert_file else None,
-            keyfile=str(t.key_file) if t.key_file else None,
-            cert_reqs=ssl.CERT_NONE if t.insecure_skip_verify else ssl.CERT_REQUIRED,
-        )
-    return aiomqtt.Client(
-        broker.host,
-        broker.port,
-        username=broker.username,
-        password=broker.resolved_password(),
-        identifier=identifier,
-        will=will,
-        clean_session=clean_session,
-        keepalive=broker.keepalive_s,
-        tls_params=tls,
-        tls_insecure=broker.tls.insecure_skip_verify if broker.tls is not None else None,
-    )
 
 
 class MqttLink:

@@ -99,6 +99,8 @@ class RecorderConfig(_Strict):
         client_id: MQTT client id of the persistent session (default ``hypoxia-recorder-<site>``).
         batch_size / batch_interval_s: Write when this many points are waiting, or this often.
         gap_detection: Ask the controller to replay missing sequence numbers.
+        backfill: A recorder that first sees a reactor at sequence N asks for 1..N-1 too (the
+            controller's outbox still holds them), so a late start loses nothing.
         max_spool_mb: Disk spool limit while the store is down; past it the recorder stops
             acknowledging MQTT messages (the broker keeps them) rather than dropping any.
     """
@@ -109,4 +111,5 @@ class RecorderConfig(_Strict):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     batch_interval_s: float = Field(default=1.0, gt=0, le=60)
     gap_detection: bool = True
+    backfill: bool = True
     max_spool_mb: float = Field(default=1024.0, gt=0)

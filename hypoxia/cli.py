@@ -183,12 +183,14 @@ def vessels() -> None:
 
 def _register() -> None:
     from hypoxia.cli_devices import devices_app, simulate_devices
+    from hypoxia.cli_record import record
     from hypoxia.cli_run import audit_app, ctl_app, run
     from hypoxia.cli_tuning import tuning_app
 
     app.command("simulate-devices")(simulate_devices)
     app.add_typer(devices_app, name="devices")
     app.command("run")(run)
+    app.command("record")(record)
     app.add_typer(ctl_app, name="ctl")
     app.add_typer(audit_app, name="audit")
     app.registered_commands += tuning_app.registered_commands

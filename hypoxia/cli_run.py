@@ -32,6 +32,7 @@ def run(
 ) -> None:
     """Run RECIPE on the reactors of SITE (or resume their active runs) until the runs end."""
     from controller.app import RecipeSource, build_service, run_service
+    from recorder.service import Recorder
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     site = load_site_or_exit(site_path)
@@ -58,11 +59,47 @@ def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await run_service(service, stop)
+        if not site.broker.embedded:
+            return await run_service(service, stop)
+        # zero-setup default: embedded broker, and the recorder in this process (SQLite store)
+        recorder = Recorder(site, reactors=ids)
+        recorder_stop = asyncio.Event()
+        recording = asyncio.create_task(_record_when_broker_is_up(recorder, recorder_stop))
+        err.print(f"recording to {site.recorder.store.kind} in {site.state_dir}")
+
+        async def caught_up() -> None:
+            await _wait_recorded(recorder, service, timeout_s=15.0)
+
+        try:
+            return await run_service(service, stop, before_broker_stop=caught_up)
+        finally:
+            recorder_stop.set()
+            await recording
 
     statuses = asyncio.run(main())
     for rid, status in statuses.items():
         out.print(f"{rid}: {status}")
+
+
+async def _record_when_broker_is_up(recorder: Any, stop: asyncio.Event) -> None:
+    """Run the in-process recorder (it reconnects by itself while the broker starts)."""
+    await recorder.run(stop)
+
+
+async def _wait_recorded(recorder: Any, service: Any, timeout_s: float) -> None:
+    """Wait until the recorder holds every sequence number the controller published."""
+    from recorder.gaps import SeqState
+
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        states: dict[str, SeqState] = recorder.spool.load_states()
+        if all(
+            rid in states and states[rid].contiguous >= service.journal.next_seq(rid) - 1
+            for rid in service.runners
+        ):
+            return
+        await asyncio.sleep(0.1)
+    err.print("warning: the recorder has not caught up; the rest goes in on its next start")
 
 
 def _send(site_path: Path, payload: dict[str, Any]) -> dict[str, Any]:

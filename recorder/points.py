@@ -41,7 +41,8 @@ class Point:
 
 
 def _escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    text = text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
+    return text.replace(" ", "\\ ").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _field_value(value: float | int | str | bool) -> str:
@@ -52,6 +53,8 @@ def _field_value(value: float | int | str | bool) -> str:
     if isinstance(value, float):
         return repr(value)
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    # line protocol has no newline inside a value: keep it visible, escaped
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 

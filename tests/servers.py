@@ -5,6 +5,7 @@ started again on the same port and data directory, for outage tests."""
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
@@ -115,6 +116,8 @@ class Mosquitto(_Server):
             "persistence true",
             f"persistence_location {self.root}/",
             "max_queued_messages 100000",
+            # run as root, Mosquitto switches to user "mosquitto", which may not write here
+            f"user {getpass.getuser()}",
             f"allow_anonymous {'false' if self.password_file else 'true'}",
         ]
         if self.password_file:

@@ -120,6 +120,16 @@ def test_run_end_to_end_against_simulate_devices(simulated_site: Path) -> None:
     stored = journal.run(run_id)
     assert stored is not None
     assert stored.recipe_toml == Path(RECIPE).read_text()
+    # the zero-setup default: embedded broker and in-process recorder wrote every message to SQLite
+    outbox = journal.replay("ws1", 1, 10**9)
+    telemetry = sum(1 for m in outbox if m.topic.endswith("/telemetry"))
+    event_count = sum(1 for m in outbox if m.topic.endswith("/event"))
+    store = sqlite3.connect(simulated_site.parent / "state" / "telemetry.sqlite")
+    counts = dict(store.execute("SELECT measurement, COUNT(*) FROM points GROUP BY measurement"))
+    store.close()
+    assert counts["telemetry"] == telemetry
+    assert counts["event"] == event_count
+    assert counts["harvest"] == 3  # both due; only the pumped one is done (no operator here)
     verify = subprocess.run(
         [sys.executable, "-m", "hypoxia", "audit", "verify", str(simulated_site)],
         cwd=ROOT,

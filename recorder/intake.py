@@ -1,0 +1,128 @@
+"""Incoming MQTT messages -> validated store points (docs/mqtt.md), or why one is refused.
+
+A refused message never stops the recorder: it is counted, logged with its topic and kept in the
+spool's ``refused`` table. Its sequence number, when readable, still counts as seen, so a message
+that is bad at the source is not asked for again and again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from recorder.points import Point, message_points
+
+KINDS = ("telemetry", "event")
+"""Topic kinds the recorder subscribes to."""
+
+_NUMBER_SUFFIXES = ("_pct", "_c", "_lpm", "_w", "_s")
+_TEXT_KEYS = frozenset({"run_id", "phase", "phase_state"})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid message: its reactor and sequence number, and the points to store."""
+
+    reactor: str
+    seq: int
+    replay: bool
+    points: list[Point]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message that cannot be stored, with the reason; ``seq`` when it could be read."""
+
+    topic: str
+    reason: str
+    payload: bytes
+    reactor: str | None = None
+    seq: int | None = None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _field_problem(key: str, value: Any) -> str | None:
+    """Why a telemetry or event field has the wrong type, or ``None``."""
+    if value is None:
+        return None
+    if key == "pump_on":
+        ok = isinstance(value, bool)
+        want = "true/false"
+    elif key == "alarms_active" or key.endswith(_NUMBER_SUFFIXES):
+        ok = _is_number(value)
+        want = "a finite number"
+    elif key in _TEXT_KEYS or key.endswith("_quality"):
+        ok = isinstance(value, str)
+        want = "a string"
+    elif key == "detail":
+        ok = isinstance(value, dict)
+        want = "an object"
+    else:
+        return None
+    return None if ok else f"'{key}' is {json.dumps(value)[:40]}, expected {want} or null"
+
+
+class Intake:
+    """Validates messages of one site under one topic root and converts them to points."""
+
+    def __init__(self, root: str, site: str) -> None:
+        self.site = site
+        self._prefix = f"{root}/{site}/"
+
+    def parse(self, topic: str, payload: bytes) -> Accepted | Refused:
+        """Validate a ``telemetry`` or ``event`` message and convert it to points."""
+        rest = topic.removeprefix(self._prefix)
+        parts = rest.split("/")
+        if rest == topic or len(parts) != 2 or parts[1] not in KINDS:
+            return Refused(
+                topic, f"topic is not {self._prefix}{{reactor}}/telemetry|event", payload
+            )
+        reactor, kind = parts
+        try:
+            message = json.loads(payload)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return Refused(topic, f"not JSON: {exc}", payload, reactor)
+        if not isinstance(message, dict):
+            return Refused(topic, "not a JSON object", payload, reactor)
+        seq = message.get("seq")
+        if not _is_int(seq) or seq < 1:
+            return Refused(topic, f"'seq' is {seq!r}, expected an integer >= 1", payload, reactor)
+        problem = self._problem(message, reactor, kind)
+        if not problem:
+            try:
+                points = message_points(kind, message)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problem = f"cannot convert: {exc!r}"
+            else:
+                return Accepted(reactor, seq, message.get("replay") is True, points)
+        # the number counts as seen (not asked for again) only when surely this reactor's
+        return Refused(
+            topic, problem, payload, reactor, seq if message.get("reactor") == reactor else None
+        )
+
+    def _problem(self, message: dict[str, Any], reactor: str, kind: str) -> str:
+        """What is wrong with a decoded message ('' when nothing)."""
+        if message.get("v") != 1:
+            return f"'v' is {message.get('v')!r}, expected 1"
+        ts_ms = message.get("ts_ms")
+        if not _is_int(ts_ms) or ts_ms < 0:
+            return f"'ts_ms' is {ts_ms!r}, expected integer milliseconds since the epoch"
+        for key, want in (("site", self.site), ("reactor", reactor)):
+            if message.get(key) != want:
+                return f"'{key}' is {message.get(key)!r}, but the topic says '{want}'"
+        if kind == "event" and not (isinstance(message.get("kind"), str) and message["kind"]):
+            return f"'kind' is {message.get('kind')!r}, expected an event kind"
+        for key, value in message.items():
+            problem = _field_problem(key, value)
+            if problem:
+                return problem
+        return ""

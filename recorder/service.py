@@ -1,0 +1,388 @@
+"""``hypoxia record``: MQTT telemetry and events -> spool -> store, nothing lost (docs/recorder.md).
+
+Three tasks share one spool:
+
+* **consume** - persistent MQTT session; each group of received messages is validated, its
+  sequence numbers tracked, its points committed to the spool, and only then acknowledged;
+* **write** - moves spooled points to the store in order, in batches of ``batch_size`` points or
+  every ``batch_interval_s``; while the store is down it retries with backoff and the spool grows
+  (past ``max_spool_mb`` the consumer stops acknowledging, so the broker keeps the messages);
+* **replay** - asks the controller for missing sequence numbers (``gap_detection``).
+
+No wall-clock reads: the loop clock times batches, connections and replay requests; retry delays
+come from :class:`drivers.transport.backoff.Backoff` (monotonic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import aiomqtt
+
+from controller.config_errors import ConfigError
+from controller.site import SiteConfig
+from controller.telemetry_config import BrokerConfig
+from drivers.clock import SystemClock
+from drivers.transport.backoff import Backoff
+from recorder.gaps import GapTracker, Range, ReplayPolicy
+from recorder.intake import Accepted, Intake, Refused
+from recorder.link import ack, payload_bytes, persistent_client, subscriptions
+from recorder.spool import Spool, SpoolBatch, spool_path
+from recorder.stores import Store, StoreRefused, StoreUnavailable, make_store
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 200
+"""Messages committed to the spool in one transaction at most."""
+REPLAY_TICK_S = 0.25
+"""How often the replay task looks for due requests, s."""
+STABLE_CONNECTION_S = 10.0
+"""A connection that lasted this long resets the reconnect backoff, s."""
+FINAL_FLUSH_S = 5.0
+"""On shutdown, time allowed to write what is spooled, s (the rest waits in the spool)."""
+
+
+@dataclass(slots=True)
+class RecorderStats:
+    """Counters since start (logged every ``report_every_s``)."""
+
+    received: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    points_written: int = 0
+    store_writes: int = 0
+    store_refused: int = 0
+    store_failures: int = 0
+    replay_requests: int = 0
+    lost: int = 0
+    connects: int = 0
+
+
+def _ranges(ranges: Sequence[Range]) -> str:
+    return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+class Recorder:
+    """One recorder: the reactors it owns, its MQTT session, its spool, its store.
+
+    Args:
+        site: The loaded site file (``broker``, ``recorder``, ``state_dir``).
+        reactors: Reactor ids to record instead of ``recorder.reactors`` (``["*"]``: all).
+        policy: When to ask for replays (defaults: :class:`~recorder.gaps.ReplayPolicy`).
+        store_retry_max_s: Longest wait between store retries, s.
+        reconnect_max_s: Longest wait between broker reconnects, s.
+        report_every_s: Period of the status line in the log, s.
+
+    Raises:
+        ConfigError: An unknown reactor, or an unset ``token_env``.
+    """
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        reactors: list[str] | None = None,
+        policy: ReplayPolicy | None = None,
+        store_retry_max_s: float = 30.0,
+        reconnect_max_s: float = 30.0,
+        report_every_s: float = 60.0,
+    ) -> None:
+        self.site = site
+        self.config = site.recorder
+        self.broker = site.broker or BrokerConfig()
+        self.reactors = reactors or self.config.reactors
+        # a partition gets its own session and spool: recorders of one site never share an id
+        partition = "" if "*" in self.reactors else "-" + "_".join(sorted(self.reactors))
+        self.client_id = self.config.client_id or f"hypoxia-recorder-{site.site}{partition}"
+        known = [r.id for r in site.reactors]
+        unknown = [r for r in self.reactors if r != "*" and r not in known]
+        if unknown:
+            raise ConfigError(
+                "site file",
+                "recorder.reactors",
+                f"unknown reactor(s) {', '.join(unknown)} (known: {', '.join(known)}, or *)",
+            )
+        self.topics = subscriptions(self.broker.root, site.site, self.reactors)
+        self.replay_topic = f"{self.broker.root}/{site.site}/replay/request"
+        self.intake = Intake(self.broker.root, site.site)
+        self.store: Store = make_store(self.config.store, site.state_dir)
+        self.spool = Spool(spool_path(site.state_dir, self.client_id))
+        self.tracker = (
+            GapTracker(self.spool.load_states(), policy or ReplayPolicy(), self.config.backfill)
+            if self.config.gap_detection
+            else None
+        )
+        self.stats = RecorderStats()
+        self.subscribed = asyncio.Event()
+        """Set while connected and subscribed."""
+        self._store_retry_max_s = store_retry_max_s
+        self._reconnect_max_s = reconnect_max_s
+        self._report_every_s = report_every_s
+        self._client: aiomqtt.Client | None = None
+        self._spooled = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._store_open = False
+
+    @property
+    def spool_limit_bytes(self) -> float:
+        """``max_spool_mb`` in bytes."""
+        return self.config.max_spool_mb * 1e6
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Record until ``stop`` is set, then write what the store takes in a few seconds."""
+        log.info(
+            "recorder %s: broker %s:%d, topics %s; store: %s; spool: %s (%d points waiting)",
+            self.client_id,
+            self.broker.host,
+            self.broker.port,
+            ", ".join(self.topics),
+            self.store.description,
+            self.spool.path,
+            self.spool.points,
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                running = [
+                    tasks.create_task(self._consume_forever()),
+                    tasks.create_task(self._write_forever()),
+                ]
+                if self.tracker is not None:
+                    running.append(tasks.create_task(self._replay_forever(self.tracker)))
+                while not stop.is_set():
+                    try:
+                        async with asyncio.timeout(self._report_every_s):
+                            await stop.wait()
+                    except TimeoutError:
+                        self._report()
+                for task in running:
+                    task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_FLUSH_S):
+                    await self._drain(retry=False)
+        finally:
+            await self.store.close()
+            self.spool.close()
+            self._report()
+
+    def _report(self) -> None:
+        missing = self.tracker.missing() if self.tracker else {}
+        log.info(
+            "recorder %s: %s; spooled %d points (%.2f MB)%s",
+            self.client_id,
+            ", ".join(f"{k} {v}" for k, v in asdict(self.stats).items()),
+            self.spool.points,
+            self.spool.bytes / 1e6,
+            "".join(f"; {r} missing {_ranges(g)}" for r, g in missing.items()),
+        )
+
+    # ---- consume ------------------------------------------------------------------------------
+
+    async def _consume_forever(self) -> None:
+        backoff = Backoff(SystemClock(), 0.5, self._reconnect_max_s)
+        loop = asyncio.get_running_loop()
+        while True:
+            client = persistent_client(self.broker, self.client_id)
+            since = loop.time()
+            problem = "disconnected"
+            try:
+                async with client:
+                    self.stats.connects += 1
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=1)
+                    log.info("connected to %s:%d, subscribed", self.broker.host, self.broker.port)
+                    self._client = client
+                    self.subscribed.set()
+                    await self._consume(client)
+            except aiomqtt.MqttError as exc:
+                problem = str(exc)
+            finally:
+                self._client = None
+                self.subscribed.clear()
+            if loop.time() - since > STABLE_CONNECTION_S:
+                backoff.succeeded()
+            delay = backoff.failed()
+            log.warning("MQTT: %s; reconnecting in %.1f s", problem, delay)
+            await asyncio.sleep(delay)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while True:
+            group = [await anext(messages)]
+            while len(messages) and len(group) < MAX_GROUP:
+                group.append(await anext(messages))
+            await self._room_in_spool()
+            try:
+                self._record(group)
+            except sqlite3.Error as exc:
+                # nothing acknowledged: the broker sends the group again after the reconnect
+                msg = f"spool {self.spool.path}: {exc}"
+                raise aiomqtt.MqttError(msg) from exc
+            for message in group:
+                ack(client, message)
+            self._spooled.set()
+
+    def _record(self, group: list[aiomqtt.Message]) -> None:
+        """Validate, track and spool a group of messages (one transaction)."""
+        items: list[Accepted | Refused] = []
+        for message in group:
+            self.stats.received += 1
+            item = self.intake.parse(str(message.topic), payload_bytes(message))
+            if isinstance(item, Refused):
+                self.stats.refused += 1
+                log.warning("refused message on %s: %s", item.topic, item.reason)
+            tracker, reactor, seq = self.tracker, item.reactor, item.seq
+            if (
+                tracker
+                and reactor is not None
+                and seq is not None
+                and not tracker.observe(reactor, seq)
+            ):
+                self.stats.duplicates += 1
+            items.append(item)
+        self._commit(items)
+
+    def _commit(
+        self, items: Sequence[Accepted | Refused], lost: dict[str, list[Range]] | None = None
+    ) -> None:
+        states = {}
+        if self.tracker is not None:
+            states = {r: self.tracker.states[r] for r in self.tracker.dirty}
+        self.spool.commit(items, states, lost)
+        if self.tracker is not None:
+            self.tracker.dirty.clear()
+
+    async def _room_in_spool(self) -> None:
+        """Wait, acknowledging nothing, while the spool is over ``max_spool_mb``."""
+        if self.spool.bytes < self.spool_limit_bytes:
+            return
+        log.warning(
+            "spool full (%.3g MB >= max_spool_mb %.3g): acknowledging nothing until the store "
+            "takes points; the broker keeps the messages",
+            self.spool.bytes / 1e6,
+            self.config.max_spool_mb,
+        )
+        while self.spool.bytes >= self.spool_limit_bytes:
+            self._drained.clear()
+            await self._drained.wait()
+        log.info("spool below its limit again: consuming")
+
+    # ---- write --------------------------------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.spool.rows:
+                self._spooled.clear()
+                await self._spooled.wait()
+            # a batch is due when full, or batch_interval_s after the writer started waiting
+            deadline = loop.time() + self.config.batch_interval_s
+            while self.spool.points < self.config.batch_size and loop.time() < deadline:
+                self._spooled.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._spooled.wait()
+            await self._drain(retry=True)
+
+    async def _drain(self, *, retry: bool) -> None:
+        """Write spooled points in order.
+
+        With ``retry`` (running): one batch, retried until the store takes it, then further
+        batches while full ones wait (a partial tail waits for the next interval). Without
+        (shutdown): everything, stopping at the first failure.
+        """
+        size = self.config.batch_size
+        backoff = Backoff(SystemClock(), 0.2, self._store_retry_max_s)
+        down = False
+        first = True
+        while (batch := self.spool.batch(size)) is not None:
+            if retry and not first and len(batch.points) < size:
+                return
+            try:
+                await self._write(batch)
+            except StoreUnavailable as exc:
+                self.stats.store_failures += 1
+                if not retry:
+                    log.warning(
+                        "store unavailable at shutdown (%s); %d points stay spooled",
+                        exc,
+                        self.spool.points,
+                    )
+                    return
+                delay = backoff.failed()
+                (log.debug if down else log.warning)(
+                    "store unavailable: %s; %d points spooled, retry in %.1f s",
+                    exc,
+                    self.spool.points,
+                    delay,
+                )
+                down = True
+                await asyncio.sleep(delay)
+                continue
+            if down:
+                log.info("store back; %d points still spooled", self.spool.points)
+                down = False
+            backoff.succeeded()
+            first = False
+
+    async def _write(self, batch: SpoolBatch) -> None:
+        if not self._store_open:
+            await self.store.open()
+            self._store_open = True
+        try:
+            self.stats.store_writes += 1
+            await self.store.write(batch.points)
+        except StoreRefused as exc:
+            log.warning("store refused a batch (%s); writing its messages one by one", exc)
+            for row in batch.rows:
+                try:
+                    await self.store.write(row[1])
+                except StoreRefused as one:
+                    self.stats.store_refused += 1
+                    log.error("store refused points (kept in the spool's 'refused' table): %s", one)
+                    self.spool.refuse_rows([row], str(one))
+        self.spool.remove(batch)
+        self.stats.points_written += len(batch.points)
+        self._drained.set()
+
+    # ---- replay -------------------------------------------------------------------------------
+
+    async def _replay_forever(self, tracker: GapTracker) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(REPLAY_TICK_S)
+            client = self._client
+            if client is None:
+                continue
+            requests, lost = tracker.due(loop.time())
+            if lost:
+                self._commit([], lost)
+                for reactor, ranges in lost.items():
+                    self.stats.lost += sum(hi - lo + 1 for lo, hi in ranges)
+                    log.error(
+                        "%s: gave up on seq %s after %d replay requests (kept in the spool's "
+                        "'lost' table)",
+                        reactor,
+                        _ranges(ranges),
+                        tracker.policy.max_requests,
+                    )
+            for request in requests:
+                try:
+                    await client.publish(
+                        self.replay_topic, json.dumps(request.payload()), qos=1, timeout=5.0
+                    )
+                except aiomqtt.MqttError as exc:
+                    log.warning("replay request not sent (%s); will ask again", exc)
+                    break
+                self.stats.replay_requests += 1
+                log.info(
+                    "%s: asked for replay of seq %d-%d",
+                    request.reactor,
+                    request.from_seq,
+                    request.to_seq,
+                )

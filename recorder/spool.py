@@ -1,0 +1,198 @@
+"""The recorder's durable spool: a write-ahead queue of points, in one SQLite file.
+
+Every accepted message's points are committed here (WAL, ``synchronous=FULL``) *before* the
+message is acknowledged to the broker; the writer then moves them to the store in order and deletes
+them. While the store is down the spool simply grows, up to ``max_spool_mb``. The same transaction
+records the per-reactor sequence state of :mod:`recorder.gaps` and any refused message, so what was
+acknowledged, what is missing and what was refused always agree after a crash.
+
+Stdlib ``sqlite3``, called synchronously from the event loop: a commit of a few messages takes a
+millisecond or two, and the acknowledgement must wait for it anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from recorder.gaps import SeqState
+from recorder.intake import Accepted, Refused
+from recorder.points import Point
+
+_SCHEMA = """
+PRAGMA auto_vacuum = INCREMENTAL;
+PRAGMA journal_mode = WAL;
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    points TEXT NOT NULL,
+    n INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seq_state (
+    reactor TEXT PRIMARY KEY,
+    contiguous INTEGER NOT NULL,
+    above TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lost (
+    reactor TEXT NOT NULL,
+    from_seq INTEGER NOT NULL,
+    to_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refused (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+
+KEEP_REFUSED = 10_000
+"""Refused messages kept for inspection (the oldest are dropped past this)."""
+
+
+def spool_path(state_dir: Path, client_id: str) -> Path:
+    """Where the recorder with MQTT client id ``client_id`` keeps its spool."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", client_id)
+    return state_dir / "recorder" / f"{safe}.spool.sqlite"
+
+
+def encode_points(points: Iterable[Point]) -> str:
+    """Points as compact JSON (ints stay ints, floats stay floats)."""
+    return json.dumps(
+        [[p.measurement, p.tags, p.fields, p.time_us] for p in points], separators=(",", ":")
+    )
+
+
+def decode_points(text: str) -> list[Point]:
+    """Inverse of :func:`encode_points`."""
+    return [Point(m, tags, fields, t) for m, tags, fields, t in json.loads(text)]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolBatch:
+    """Spooled points, oldest first, up to and including row ``last_id``."""
+
+    last_id: int
+    rows: list[tuple[int, list[Point]]]
+    size: int
+
+    @property
+    def points(self) -> list[Point]:
+        """All points of the batch, in order."""
+        return [p for _, points in self.rows for p in points]
+
+
+class Spool:
+    """A SQLite write-ahead spool of points plus the recorder's sequence state."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+        self._db.execute("PRAGMA synchronous = FULL")
+        rows, points, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(points)), 0) FROM spool"
+        ).fetchone()
+        self.rows: int = rows
+        """Messages waiting for the store."""
+        self.points: int = points
+        """Points waiting for the store."""
+        self.bytes: int = size
+        """Size of the waiting points (JSON), bytes."""
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def load_states(self) -> dict[str, SeqState]:
+        """Per-reactor sequence state as last committed."""
+        return {
+            reactor: SeqState(contiguous, json.loads(above))
+            for reactor, contiguous, above in self._db.execute(
+                "SELECT reactor, contiguous, above FROM seq_state"
+            )
+        }
+
+    def commit(
+        self,
+        items: Sequence[Accepted | Refused],
+        states: dict[str, SeqState],
+        lost: dict[str, list[tuple[int, int]]] | None = None,
+    ) -> None:
+        """Spool accepted points, keep refused messages and save states, in one transaction."""
+        spooled = [
+            (encode_points(i.points), len(i.points))
+            for i in items
+            if isinstance(i, Accepted) and i.points
+        ]
+        refused = [(i.topic, i.reason, i.payload) for i in items if isinstance(i, Refused)]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT INTO spool (points, n) VALUES (?, ?)", spooled)
+            if refused:
+                db.executemany(
+                    "INSERT INTO refused (topic, reason, payload) VALUES (?,?,?)", refused
+                )
+                db.execute(
+                    "DELETE FROM refused WHERE id <= (SELECT max(id) FROM refused) - ?",
+                    (KEEP_REFUSED,),
+                )
+            db.executemany(
+                "INSERT INTO seq_state (reactor, contiguous, above) VALUES (?, ?, ?) "
+                "ON CONFLICT (reactor) DO UPDATE SET contiguous = excluded.contiguous, "
+                "above = excluded.above",
+                [(r, s.contiguous, json.dumps(s.above)) for r, s in states.items()],
+            )
+            db.executemany(
+                "INSERT INTO lost (reactor, from_seq, to_seq) VALUES (?, ?, ?)",
+                [(r, lo, hi) for r, ranges in (lost or {}).items() for lo, hi in ranges],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.rows += len(spooled)
+        self.points += sum(n for _, n in spooled)
+        self.bytes += sum(len(text) for text, _ in spooled)
+
+    def batch(self, max_points: int) -> SpoolBatch | None:
+        """The oldest spooled points, about ``max_points`` (whole messages), or ``None``."""
+        rows: list[tuple[int, list[Point]]] = []
+        count = size = 0
+        for row_id, text in self._db.execute(
+            "SELECT id, points FROM spool ORDER BY id LIMIT ?", (max_points,)
+        ):
+            rows.append((row_id, decode_points(text)))
+            count += len(rows[-1][1])
+            size += len(text)
+            if count >= max_points:
+                break
+        return SpoolBatch(rows[-1][0], rows, size) if rows else None
+
+    def remove(self, batch: SpoolBatch) -> None:
+        """Delete a batch once the store has it (the writer is the only one deleting)."""
+        self._db.execute("DELETE FROM spool WHERE id <= ?", (batch.last_id,))
+        self.rows -= len(batch.rows)
+        self.points -= sum(len(points) for _, points in batch.rows)
+        self.bytes -= batch.size
+        if not self.rows:  # give the space of a long outage back to the file system
+            self._db.execute("PRAGMA incremental_vacuum")
+
+    def refuse_rows(self, rows: Sequence[tuple[int, list[Point]]], reason: str) -> None:
+        """Move spooled points the store refuses for good to the ``refused`` table."""
+        self._db.executemany(
+            "INSERT INTO refused (topic, reason, payload) VALUES ('(store)', ?, ?)",
+            [(reason, encode_points(points).encode()) for _, points in rows],
+        )
+
+    def count(self, table: str) -> int:
+        """Rows in ``refused``, ``lost`` or ``spool``."""
+        if table not in {"refused", "lost", "spool"}:
+            msg = f"no table '{table}'"
+            raise ValueError(msg)
+        return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
