@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.app import RecipeSource, Service, build_service
-from controller.clock import SteppedClock
+from controller.clock import CycleClock, SteppedClock
 from controller.recipe_engine import Event
 from controller.service import ReactorRunner
 from controller.site import SiteConfig, load_site
@@ -102,7 +102,7 @@ def recipe_file(tmp: Path, body: str, name: str = "recipe.toml") -> Path:
 class Stack:
     """A running site: simulators, service and their shared clock."""
 
-    clock: SteppedClock
+    clock: Any
     sim: SiteSim
     service: Service
     site: SiteConfig
@@ -152,7 +152,7 @@ async def stack(
     secondary_o2: bool = False,
     vessel: str = "workstation-100l",
     site_path: Path | None = None,
-    clock: SteppedClock | None = None,
+    clock: CycleClock | None = None,
 ) -> AsyncIterator[Stack]:
     """Serve the site's instruments and start the service with the recipe (or resume)."""
     path = site_path or site_file(tmp, limits, secondary_o2)

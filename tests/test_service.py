@@ -300,3 +300,33 @@ async def test_hold_and_restart(tmp_path: Path) -> None:
         assert [h["name"] for h in due] == ["CM-2min", "CM-5min"]
         assert due[0]["exposure_s"] > 300.0
         assert [e["kind"] for e in st.journal_events("phase_held")] == ["phase_held"]
+
+
+async def test_streaming_o2_sensor_going_silent_reads_stale_and_alarms(tmp_path: Path) -> None:
+    """Stale (too old), not bad: a LuminOx in streaming mode stops streaming. Real time here,
+    because a streaming sensor paces itself (one line a second)."""
+    from controller.clock import ScaledClock
+    from tests.service_kit import site_file
+
+    site = site_file(tmp_path)
+    text = site.read_text().replace(
+        'line = "o2-uart"\nrole = "o2"', 'line = "o2-uart"\nrole = "o2"\nmode = "stream"'
+    )
+    site.write_text(text)
+    clock = ScaledClock(1.0)
+    async with stack(tmp_path, HOLD_5, site_path=site, clock=clock) as st:
+
+        async def cycles(n: int) -> None:
+            for _ in range(n):
+                await clock.sleep_until(clock.monotonic() + 1.0)
+                await st.runner.cycle([])
+
+        await cycles(4)
+        assert st.runner.snapshot.readings["o2"]["quality"] == "good"
+        st.sim.sim("o2-luminox").faults.no_reply = True  # the stream stops
+        await cycles(6)  # max_age_s is 3 s
+        reading = st.runner.snapshot.readings["o2"]
+        assert reading["quality"] == "stale"  # the last value is shown, marked stale
+        assert st.alarm("o2_sensor") == "active_unacknowledged"
+        assert "stale" in st.runner.alarms.alarms["o2_sensor"].message
+        assert st.runner.controller.o2.mode.value == "hold_safe"  # control does not act on it
