@@ -330,3 +330,35 @@ async def test_streaming_o2_sensor_going_silent_reads_stale_and_alarms(tmp_path:
         assert st.alarm("o2_sensor") == "active_unacknowledged"
         assert "stale" in st.runner.alarms.alarms["o2_sensor"].message
         assert st.runner.controller.o2.mode.value == "hold_safe"  # control does not act on it
+
+
+@pytest.mark.parametrize("policy", ["hold", "safe"])
+async def test_restart_policy_hold_or_safe(tmp_path: Path, policy: str) -> None:
+    """After a crash, `hold` keeps the targets but stops phase progress; `safe` also turns every
+    output off until an operator restarts the phase."""
+    from tests.service_kit import site_file
+
+    site = site_file(tmp_path)
+    site.write_text(site.read_text().replace('restart = "resume"', f'restart = "{policy}"'))
+    async with stack(tmp_path, SHORT, site_path=site) as st:
+        await st.cycles(200)
+        run = st.runner.run
+        assert run is not None
+        run_id, clock = run.run_id, st.clock
+    async with stack(tmp_path, "", site_path=site, clock=clock) as st:  # restarted, no recipe
+        assert st.runner.run is not None
+        assert st.runner.run.run_id == run_id
+        await st.cycles(400)  # long enough that a running phase would release CM-2min
+        engine = st.runner.engine
+        assert engine is not None
+        assert engine.state.value == "held"
+        assert st.journal_events("harvest_due") == []
+        if policy == "safe":
+            assert st.link.setpoints_lpm["N2"] == 0.0
+            assert st.link.setpoints_lpm.get("CO2", 0.0) == 0.0
+        else:
+            assert st.link.setpoints_lpm["N2"] > 0.0  # still holding its gas targets
+        assert _cmd(st, "restart", user="olga")["ok"]
+        # after "safe" the gas was off: O2 drifted up and must be purged down again first
+        await st.cycles(900)
+        assert "CM-2min" in [h["name"] for h in st.journal_events("harvest_due")]
