@@ -272,11 +272,15 @@ async def _serve_socket(service: Service) -> asyncio.Server:
         finally:
             writer.close()
 
-    return await asyncio.start_unix_server(handle, path=str(path), limit=64 * 1024)
+    server = await asyncio.start_unix_server(handle, path=str(path), limit=64 * 1024)
+    # only the service's own user may command through the socket (the user name in a command
+    # is what the caller says; MQTT, where the broker authenticates, is the multi-user path)
+    path.chmod(0o600)
+    return server
 
 
 def _answer(service: Service, line: bytes) -> dict[str, Any]:
-    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         data = json.loads(line)
         if isinstance(data, dict) and data.get("verb") == "status":
             return {"ok": True, "verb": "status", "reactors": status(service)}

@@ -225,6 +225,8 @@ class CommandProcessor:
             raise Refused(f"role '{user.role}' may not {cmd.verb} (allowed: {allowed})")
         if cmd.verb in REASON_REQUIRED and not cmd.reason.strip():
             raise Refused(f"{cmd.verb} needs a reason")
+        if runner.finished:
+            raise Refused(f"the run on {cmd.reactor} is no longer being controlled")
         if runner.run is None or runner.run.run_id != cmd.run_id:
             active = runner.run.run_id if runner.run else "none"
             raise Refused(f"unknown run '{cmd.run_id}' on {cmd.reactor} (active run: {active})")
@@ -292,22 +294,60 @@ class CommandProcessor:
         engine = runner.engine
         assert engine is not None  # noqa: S101
         old = engine.state.value
+        ended = (PhaseState.STOPPED, PhaseState.ABORTED, PhaseState.COMPLETE)
         if isinstance(cmd, Hold):
             if engine.state is not PhaseState.RUNNING:
                 raise Refused(f"the phase is {old}, not running")
-            return old, "held", lambda: engine.hold(runner.run_t_s())
+
+            def hold() -> list[Event]:  # re-checked when applied: another command may come first
+                if engine.state is not PhaseState.RUNNING:
+                    return self._not_applied(runner, cmd, f"the phase is {engine.state.value}")
+                return engine.hold(runner.run_t_s())
+
+            return old, "held", hold
         if isinstance(cmd, Restart):
             if engine.state is not PhaseState.HELD and not runner.safe_state:
                 raise Refused(f"the phase is {old}, not held")
 
             def restart() -> list[Event]:
+                if engine.state in ended or (
+                    engine.state is not PhaseState.HELD and not runner.safe_state
+                ):
+                    return self._not_applied(runner, cmd, f"the phase is {engine.state.value}")
                 runner.safe_state = False
                 return engine.restart(runner.run_t_s())
 
             return old, "running", restart
         final = PhaseState.STOPPED if isinstance(cmd, Stop) else PhaseState.ABORTED
         reason = cmd.reason
-        return old, final.value, lambda: engine.end(runner.run_t_s(), final, reason)
+
+        def end() -> list[Event]:
+            if engine.state in ended:
+                return self._not_applied(runner, cmd, f"the run has already {engine.state.value}")
+            return engine.end(runner.run_t_s(), final, reason)
+
+        return old, final.value, end
+
+    def _not_applied(self, runner: ReactorRunner, cmd: Command, why: str) -> list[Event]:
+        """An accepted command overtaken by another before it could act: audited as refused."""
+        runner.audit.append(
+            runner.clock.utc(),
+            cmd.user,
+            self._role(cmd.user),
+            cmd.verb,
+            f"{cmd.reactor}/{cmd.run_id}",
+            None,
+            None,
+            cmd.reason,
+            f"refused: not applied, {why}",
+        )
+        return [
+            Event(
+                runner.run_t_s(),
+                "command_not_applied",
+                {"verb": cmd.verb, "user": cmd.user, "why": why},
+            )
+        ]
 
     def _plan_setpoint(self, cmd: SetSetpoint, runner: ReactorRunner) -> tuple[Any, Any, Any]:
         phase = runner.phase
@@ -368,8 +408,8 @@ def _parse(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
         raise Refused(f"command is {len(raw)} bytes; allowed: at most {MAX_COMMAND_BYTES}")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Refused(f"not JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise Refused(f"not JSON: {exc!s}"[:300]) from None
     if not isinstance(data, dict):
         raise Refused("a command is a JSON object with a 'verb'")
     return data

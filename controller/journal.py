@@ -110,7 +110,9 @@ class RunJournal:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         conn.executescript(_SCHEMA)
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # FULL: a checkpoint survives a power loss too, not only a killed process (one fsync per
+        # cycle); otherwise a lost commit could re-release a harvest or reuse sequence numbers
+        conn.execute("PRAGMA synchronous = FULL")
         conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

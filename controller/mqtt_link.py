@@ -34,6 +34,11 @@ from controller.telemetry_config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
+REPLAY_PAGE = 5_000
+"""Messages read from the outbox at a time when serving a replay."""
+REPLAY_MAX = 1_000_000
+"""Longest range one replay request is served for."""
+
 
 class MqttLink:
     """One MQTT connection for all reactors of a controller process."""
@@ -56,6 +61,7 @@ class MqttLink:
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()  # set when the outbox has been fully published
         self.connected = asyncio.Event()
+        self.connected_once = False
         self.published = 0
         self._state_sent: dict[str, int] = {}
 
@@ -71,7 +77,10 @@ class MqttLink:
             try:
                 await self._session(stop)
                 delay = 1.0
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # MQTT errors, and anything unexpected: reconnect, never die
+                if self.connected_once:
+                    delay = 1.0  # a good connection was lost: start the backoff afresh
+                self.connected_once = False
                 self.connected.clear()
                 log.warning(
                     "MQTT %s:%s: %s; retrying in %.0f s",
@@ -99,6 +108,7 @@ class MqttLink:
             await client.subscribe(self.topics.replay_request, qos=1)
             self._state_sent.clear()
             self.connected.set()
+            self.connected_once = True
             listener = asyncio.create_task(self._listen(client))
             try:
                 while not stop.is_set():
@@ -146,12 +156,17 @@ class MqttLink:
                 if isinstance(message.payload, bytes)
                 else str(message.payload).encode()
             )
-            if topic == self.topics.replay_request:
-                await self._replay(client, payload)
-                continue
-            parsed = self.topics.parse_command(topic)
-            if parsed is not None:
-                await self._command(client, parsed[0], parsed[1], payload)
+            try:
+                if topic == self.topics.replay_request:
+                    await self._replay(client, payload)
+                    continue
+                parsed = self.topics.parse_command(topic)
+                if parsed is not None:
+                    await self._command(client, parsed[0], parsed[1], payload)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: reconnect
+            except Exception:  # one bad message must not end the link
+                log.exception("MQTT message on %s could not be handled", topic)
 
     async def _command(
         self, client: aiomqtt.Client, reactor: str, user: str, payload: bytes
@@ -159,7 +174,7 @@ class MqttLink:
         request_id: Any = None
         data: dict[str, Any] | bytes = payload
         if len(payload) <= MAX_COMMAND_BYTES:
-            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 decoded = json.loads(payload)
                 if isinstance(decoded, dict):
                     request_id = decoded.pop("request_id", None)
@@ -177,10 +192,16 @@ class MqttLink:
         try:
             req = json.loads(payload)
             reactor, first, last = str(req["reactor"]), int(req["from_seq"]), int(req["to_seq"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
             log.warning("ignoring malformed replay request %r", payload[:200])
             return
-        for held in self.journal.replay(reactor, first, min(last, first + 100_000)):
-            message = json.loads(held.payload)
-            message["replay"] = True
-            await client.publish(held.topic, dumps(message).encode(), qos=1)
+        first, last = max(1, first), min(last, first + REPLAY_MAX)
+        while first <= last:  # in pages, so a long backfill is served whole
+            page = self.journal.replay(reactor, first, last, limit=REPLAY_PAGE)
+            if not page:
+                return
+            for held in page:
+                message = json.loads(held.payload)
+                message["replay"] = True
+                await client.publish(held.topic, dumps(message).encode(), qos=1)
+            first = page[-1].seq + 1

@@ -231,8 +231,10 @@ class RecipeEngine:
     def confirm_harvest(
         self, name: str, now_s: float, by: str, volume_ml: float | None = None, container: str = ""
     ) -> list[Event]:
-        """Mark a released harvest as collected; raises ``KeyError`` for an unknown name."""
-        record = self.pending.pop(name)
+        """Mark a released harvest as collected; a duplicate or unknown name changes nothing."""
+        record = self.pending.pop(name, None)
+        if record is None:  # already confirmed (a duplicate), or never released
+            return []
         record.done_s = now_s
         return [
             Event(
@@ -324,7 +326,9 @@ class RecipeEngine:
         return [Event(now_s, "phase_held", {"phase": self.phase.name if self.phase else None})]
 
     def end(self, now_s: float, state: PhaseState, reason: str = "") -> list[Event]:
-        """Stop or abort the run (``state`` is STOPPED or ABORTED)."""
+        """Stop or abort the run (``state`` is STOPPED or ABORTED); an ended run stays ended."""
+        if self.state in (PhaseState.STOPPED, PhaseState.ABORTED, PhaseState.COMPLETE):
+            return []
         self.state = state
         name = self.phase.name if self.phase else None
         return [Event(now_s, f"run_{state.value}", {"phase": name, "reason": reason})]

@@ -112,6 +112,8 @@ class ReactorRunner:
         self.safe_state = False
         self.commands: asyncio.Queue[Callable[[], list[Event]]] = asyncio.Queue()
         self._last_act: Actuation | None = None
+        self._written: dict[str, float] = {}  # role -> value the device last confirmed
+        self.finished = False  # the cycle task has ended: no command can act any more
         # which variables have been in band since their last set-point change (before that, a
         # difference is the planned approach, not a deviation)
         self._reached: dict[str, bool] = {"o2": False, "co2": False, "temp": False}
@@ -222,18 +224,39 @@ class ReactorRunner:
 
     # ------------------------------------------------------------------------------ the cycle
     async def run_forever(self, initial_events: list[Event] | None = None) -> str:
-        """Cycle until the run ends; return its final status."""
+        """Cycle until the run ends; return its final status.
+
+        An unexpected error ends the cycle loop in a known state: it is logged, every actuator is
+        put in its safe state and the status is ``failed``.
+        """
         pending = list(initial_events or [])
         next_tick = self.clock.monotonic()
-        while True:
-            await self.clock.sleep_until(next_tick)
-            next_tick += self.period_s
-            while not self.commands.empty():
-                pending += self.commands.get_nowait()()
-            status = await self.cycle(pending)
-            pending = []
-            if status != "active":
-                return status
+        try:
+            while True:
+                await self.clock.sleep_until(next_tick)
+                next_tick += self.period_s
+                while not self.commands.empty():
+                    pending += self.apply_command(self.commands.get_nowait())
+                status = await self.cycle(pending)
+                pending = []
+                if status != "active":
+                    return status
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reactor %s: control cycle failed; outputs to safe state", self.config.id)
+            await self.safe_outputs()
+            return "failed"
+        finally:
+            self.finished = True
+
+    def apply_command(self, change: Callable[[], list[Event]]) -> list[Event]:
+        """Apply one queued command change; a failure is an event, never a dead cycle."""
+        try:
+            return change()
+        except Exception as exc:
+            log.exception("reactor %s: command change failed", self.config.id)
+            return [Event(self.run_t_s(), "command_failed", {"error": repr(exc)})]
 
     async def cycle(self, events: list[Event]) -> str:
         """One read -> check -> control -> actuate -> record cycle; return the run status."""
@@ -365,37 +388,46 @@ class ReactorRunner:
         return x0 * math.exp(-elapsed / tau_s)
 
     async def _actuate(self, t: float, act: Actuation) -> list[Event]:
+        """Write what changed since the last *verified* write; a failed write is retried.
+
+        ``_written`` holds, per actuator, the value the device confirmed; a write that fails (or
+        a safe-state sweep) forgets it, so the next cycle writes again even if the request has not
+        changed. An interlock can therefore never be defeated by one lost write.
+        """
         events: list[Event] = []
-        previous = self._last_act
         for attr, role in MIXER_OF.items():
             mixer = self.roles.mixers.get(role)
             value = float(getattr(act, attr))
-            if mixer is None or (
-                previous is not None and abs(getattr(previous, attr) - value) < 1e-4
-            ):
+            if mixer is None or _same(self._written.get(role), value):
                 continue
-            try:
-                await asyncio.wait_for(mixer.set_flow_lpm(value), timeout=0.8 * self.period_s)
-            except Exception as exc:  # verified write failed: alarm path, cycle goes on
-                events.append(Event(t, "actuator_fault", {"role": role, "error": repr(exc)}))
-        if self.roles.heater is not None:
-            try:
-                await asyncio.wait_for(self.roles.heater(act.heater_w), 0.8 * self.period_s)
-            except Exception as exc:
-                events.append(Event(t, "actuator_fault", {"role": "heater", "error": repr(exc)}))
+            events += await self._write(t, role, mixer.set_flow_lpm(value), value)
+        if self.roles.heater is not None:  # rewritten every cycle: the power stage may time out
+            events += await self._write(t, "heater", self.roles.heater(act.heater_w), act.heater_w)
         pump = self.roles.pump
-        if pump is not None and (previous is None or previous.pump_on != act.pump_on):
-            try:
-                await asyncio.wait_for(pump.set(act.pump_on), 0.8 * self.period_s)
-            except Exception as exc:
-                events.append(
-                    Event(t, "actuator_fault", {"role": "harvest_pump", "error": repr(exc)})
-                )
+        if pump is not None and not _same(self._written.get("harvest_pump"), float(act.pump_on)):
+            events += await self._write(
+                t, "harvest_pump", pump.set(act.pump_on), float(act.pump_on)
+            )
         self._last_act = act
         return events
 
+    async def _write(
+        self, t: float, role: str, write: Awaitable[None], value: float
+    ) -> list[Event]:
+        try:
+            await asyncio.wait_for(write, timeout=0.8 * self.period_s)
+        except Exception as exc:  # verified write failed: alarm path, retried next cycle
+            self._written.pop(role, None)
+            return [Event(t, "actuator_fault", {"role": role, "error": repr(exc)})]
+        self._written[role] = value
+        return []
+
     async def safe_outputs(self) -> None:
-        """Every actuator to its safe state: mixers at zero, heater off, pump off."""
+        """Every actuator to its safe state: mixers at zero, heater off, pump off.
+
+        Forgets what was written, so the next cycle (if any) rewrites every output.
+        """
+        self._written.clear()
         for mixer in self.roles.mixers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(mixer.set_flow_lpm(0.0), timeout=self.period_s)
@@ -405,6 +437,7 @@ class ReactorRunner:
         if self.roles.pump is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.roles.pump.set(False), timeout=self.period_s)
+        self._written.clear()
         self._last_act = Actuation(0.0, 0.0, 0.0, 0.0, 0.0, False)
 
     def _record(
@@ -511,3 +544,8 @@ class ReactorRunner:
                 log.error("reactor %s: cycle stalled; actuators to safe state", self.config.id)
                 await self.safe_outputs()
             tripped = stalled
+
+
+def _same(written: float | None, value: float) -> bool:
+    """True when ``value`` is what the device already confirmed."""
+    return written is not None and abs(written - value) < 1e-4

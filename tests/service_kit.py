@@ -125,7 +125,7 @@ class Stack:
             self.clock.advance(runner.period_s)
             pending: list[Event] = []
             while not runner.commands.empty():
-                pending += runner.commands.get_nowait()()
+                pending += runner.apply_command(runner.commands.get_nowait())
             status = await runner.cycle(pending)
             seen.extend(pending)
             if status != "active":

@@ -182,7 +182,26 @@ async def test_commands_by_role_and_malformed_commands_over_mqtt(tmp_path: Path)
             p.broker.port, "erik", {"verb": "launch", "run_id": run_id, "request_id": "verb"}
         )
         await _command(p.broker.port, "erik", b'{"verb": "note", "text": "' + b"x" * 9000 + b'"}')
-        await _wait_for(lambda: len(seen.results) >= 6)
+        # review finding: one malformed message used to end the controller's MQTT link
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            p.broker.port,
+            username="recorder",
+            password=password("recorder"),
+            identifier="bad-replay",
+        ) as c:
+            await c.publish(
+                f"{BASE}/replay/request",
+                b'{"v": 1, "reactor": "ws1", "from_seq": 1e999, "to_seq": 2}',
+                qos=1,
+            )
+        await _command(p.broker.port, "erik", b"[" * 5000)  # nests too deep for json
+        await _command(
+            p.broker.port,
+            "erik",
+            {"verb": "note", "run_id": run_id, "text": "still listening", "request_id": "alive"},
+        )
+        await _wait_for(lambda: len(seen.results) >= 8)
         by_id = {r.get("request_id"): (user, r) for user, r in seen.results}
         assert not by_id["olga-1"][1]["ok"]
         assert "role 'operator' may not set_setpoint" in by_id["olga-1"][1]["message"]
@@ -190,6 +209,7 @@ async def test_commands_by_role_and_malformed_commands_over_mqtt(tmp_path: Path)
         assert "spoof" not in by_id
         assert "valid number" in by_id["type"][1]["message"]
         assert "unknown verb" in by_id["verb"][1]["message"]
+        assert by_id["alive"][1]["ok"]  # the link survived both malformed messages
         anonymous = [r for user, r in seen.results if r.get("request_id") is None]
         messages = " ".join(r["message"] for r in anonymous)
         assert "not JSON" in messages

@@ -362,3 +362,50 @@ async def test_restart_policy_hold_or_safe(tmp_path: Path, policy: str) -> None:
         # after "safe" the gas was off: O2 drifted up and must be purged down again first
         await st.cycles(900)
         assert "CM-2min" in [h["name"] for h in st.journal_events("harvest_due")]
+
+
+async def test_a_failed_write_is_retried_so_an_interlock_holds(tmp_path: Path) -> None:
+    """Review finding: a write that failed once was never retried while the request stayed the
+    same, so the O2 floor interlock could leave N2 flowing."""
+    async with stack(tmp_path, HOLD_5) as st:
+        await _to_setpoint(st)
+        assert st.link.setpoints_lpm["N2"] > 0.0
+        mfc = st.sim.sim("mfc-n2")
+        mfc.faults.no_reply = True  # the next writes to the N2 MFC are lost
+        st.sim.sim("o2-luminox").faults.start_drift(-0.2)  # O2 reads ever lower: floor trips
+        await st.cycles(20)
+        assert "o2_below_floor" in [e["interlock"] for e in st.journal_events("interlock")]
+        assert st.journal_events("actuator_fault")
+        mfc.faults.no_reply = False
+        await st.cycles(20)  # the hub probes a silent unit again within at most 15 s
+        assert st.link.setpoints_lpm["N2"] == 0.0  # rewritten once the MFC answers again
+
+
+async def test_abort_is_final_even_when_a_hold_arrives_in_the_same_cycle(tmp_path: Path) -> None:
+    async with stack(tmp_path, SHORT) as st:
+        await st.cycles(30)
+        assert _cmd(st, "abort", reason="contamination")["ok"]
+        assert _cmd(st, "hold", user="olga")["ok"]  # accepted: the abort is not applied yet
+        await st.cycles(2)
+        engine = st.runner.engine
+        assert engine is not None
+        assert engine.state.value == "aborted"
+        run = st.runner.run
+        assert run is not None
+        assert st.service.journal.run(run.run_id).status == "aborted"  # type: ignore[union-attr]
+        last = st.service.audit.records()[-1]
+        assert (last.user, last.action) == ("olga", "hold")
+        assert last.outcome.startswith("refused: not applied")
+
+
+async def test_a_duplicate_harvest_confirmation_changes_nothing(tmp_path: Path) -> None:
+    async with stack(tmp_path, SHORT) as st:
+        await st.cycles(600)
+        for _ in range(2):  # a double submit, both accepted before either is applied
+            assert _cmd(
+                st, "confirm_harvest", user="olga", harvest="CM-2min", volume_ml=10, container="C1"
+            )["ok"]
+        await st.cycles(5)
+        assert st.runner.finished is False  # the control task is alive
+        done = [d for d in st.journal_events("harvest_done") if d["harvest"] == "CM-2min"]
+        assert len(done) == 1
