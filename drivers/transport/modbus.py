@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import serial
-import stamina
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
@@ -50,7 +49,7 @@ from drivers.errors import (
     ModbusDeviceError,
     ProtocolError,
 )
-from drivers.transport.backoff import Backoff
+from drivers.transport.backoff import Backoff, open_with_retry
 from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
 
 _LOG = logging.getLogger(__name__)
@@ -126,19 +125,7 @@ class ModbusHub:
             BusDisconnectedError: The bus could not be opened (within ``wait_s``).
         """
         self._closed = False
-        if wait_s <= 0:
-            await self._open_once()
-            return
-        async for attempt in stamina.retry_context(
-            on=BusDisconnectedError,
-            attempts=None,
-            timeout=wait_s,
-            wait_initial=0.05,
-            wait_max=2.0,
-            wait_jitter=0.1,
-        ):
-            with attempt:
-                await self._open_once()
+        await open_with_retry(self._open_once, wait_s)
 
     async def close(self) -> None:
         """Close the connection; requests then fail as disconnected until :meth:`connect`."""

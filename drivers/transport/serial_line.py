@@ -31,11 +31,10 @@ from datetime import datetime
 
 import serial
 import serial_asyncio_fast
-import stamina
 
 from drivers.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import BusDisconnectedError, DeviceTimeoutError
-from drivers.transport.backoff import Backoff
+from drivers.transport.backoff import Backoff, open_with_retry
 from drivers.transport.settings import SerialLineSettings
 
 _LOG = logging.getLogger(__name__)
@@ -149,19 +148,7 @@ class SerialLine:
             BusDisconnectedError: The port could not be opened.
         """
         self._closed = False
-        if wait_s <= 0:
-            await self._open_once()
-            return
-        async for attempt in stamina.retry_context(
-            on=BusDisconnectedError,
-            attempts=None,
-            timeout=wait_s,
-            wait_initial=0.05,
-            wait_max=2.0,
-            wait_jitter=0.1,
-        ):
-            with attempt:
-                await self._open_once()
+        await open_with_retry(self._open_once, wait_s)
 
     async def ensure_open(self) -> None:
         """Reopen a lost port if the backoff allows; else raise :class:`BusDisconnectedError`."""
