@@ -38,6 +38,8 @@ REPLAY_PAGE = 5_000
 """Messages read from the outbox at a time when serving a replay."""
 REPLAY_MAX = 1_000_000
 """Longest range one replay request is served for."""
+REPLAY_QUEUE = 200
+"""Replay requests waiting at most; more are dropped (recorders repeat their requests)."""
 
 
 class MqttLink:
@@ -109,7 +111,9 @@ class MqttLink:
             self._state_sent.clear()
             self.connected.set()
             self.connected_once = True
-            listener = asyncio.create_task(self._listen(client))
+            replays: asyncio.Queue[bytes] = asyncio.Queue(maxsize=REPLAY_QUEUE)
+            listener = asyncio.create_task(self._listen(client, replays))
+            replayer = asyncio.create_task(self._serve_replays(client, replays))
             try:
                 while not stop.is_set():
                     await self._publish_states(client)
@@ -127,9 +131,10 @@ class MqttLink:
                 await self._pump(client)
                 await client.publish(self.topics.controller_status, b"offline", qos=1, retain=True)
             finally:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await listener
+                for task in (listener, replayer):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await task
                 self.connected.clear()
 
     async def _pump(self, client: aiomqtt.Client) -> None:
@@ -148,7 +153,12 @@ class MqttLink:
                 await client.publish(self.topics.state(rid), payload, qos=1, retain=True)
                 self._state_sent[rid] = runner.state_version
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client, replays: asyncio.Queue[bytes]) -> None:
+        """Handle commands as they come; hand replay requests to their own task.
+
+        A long backfill must not delay an operator's abort. A full replay queue drops the request:
+        recorders ask again.
+        """
         async for message in client.messages:
             topic = str(message.topic)
             payload = (
@@ -158,7 +168,8 @@ class MqttLink:
             )
             try:
                 if topic == self.topics.replay_request:
-                    await self._replay(client, payload)
+                    with contextlib.suppress(asyncio.QueueFull):
+                        replays.put_nowait(payload)
                     continue
                 parsed = self.topics.parse_command(topic)
                 if parsed is not None:
@@ -187,6 +198,17 @@ class MqttLink:
             self.topics.command_result(reactor, user), dumps(reply).encode(), qos=1
         )
         self.wake.set()
+
+    async def _serve_replays(self, client: aiomqtt.Client, replays: asyncio.Queue[bytes]) -> None:
+        """Serve replay requests one after another, beside the command listener."""
+        while True:
+            payload = await replays.get()
+            try:
+                await self._replay(client, payload)
+            except aiomqtt.MqttError:
+                return  # the connection is gone; the session reconnects
+            except Exception:  # a bad request never ends replay service
+                log.exception("replay request %r could not be served", payload[:200])
 
     async def _replay(self, client: aiomqtt.Client, payload: bytes) -> None:
         try:
