@@ -146,36 +146,27 @@ def _base(verb: str, reactor: str, run_id: str, user: str, reason: str) -> dict[
     return {"verb": verb, "reactor": reactor, "run_id": run_id, "user": user, "reason": reason}
 
 
-@ctl_app.command("hold")
-def ctl_hold(
-    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
-) -> None:
-    """Hold the running phase (targets kept, no phase progress, no harvests released)."""
-    _command(site_path, _base("hold", reactor, run_id, user, reason))
+STATE_VERBS = {
+    "hold": "Hold the running phase (targets kept, no phase progress, no harvests released).",
+    "restart": "Restart a held phase.",
+    "stop": "Stop the run (outputs to their safe state).",
+    "abort": "Abort the run at once (outputs to their safe state).",
+}
+"""Commands that change the run's state and take only the common options."""
 
 
-@ctl_app.command("restart")
-def ctl_restart(
-    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
-) -> None:
-    """Restart a held phase."""
-    _command(site_path, _base("restart", reactor, run_id, user, reason))
+def _state_command(verb: str, help_text: str) -> None:
+    def command(
+        site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
+    ) -> None:
+        _command(site_path, _base(verb, reactor, run_id, user, reason))
+
+    command.__doc__ = help_text
+    ctl_app.command(verb)(command)
 
 
-@ctl_app.command("stop")
-def ctl_stop(
-    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
-) -> None:
-    """Stop the run (outputs to their safe state)."""
-    _command(site_path, _base("stop", reactor, run_id, user, reason))
-
-
-@ctl_app.command("abort")
-def ctl_abort(
-    site_path: SiteArg, reactor: Reactor, run_id: RunId, user: User, reason: Reason = ""
-) -> None:
-    """Abort the run at once (outputs to their safe state)."""
-    _command(site_path, _base("abort", reactor, run_id, user, reason))
+for _verb, _help in STATE_VERBS.items():
+    _state_command(_verb, _help)
 
 
 @ctl_app.command("setpoint")
