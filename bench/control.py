@@ -163,7 +163,7 @@ def plot(nominal: list[Outcome], robust: list[Outcome]) -> list[Path]:
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from control_cases import warm_vessel  # noqa: PLC0415
 
-    from controller.process import X_AIR_O2  # noqa: PLC0415
+    from controller.core.process import X_AIR_O2  # noqa: PLC0415
 
     OUT.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -23,9 +23,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config_errors import ConfigError
-from controller.loop_analysis import margins
-from controller.process import (
+from common.config_errors import ConfigError
+from controller.core.process import (
     X_AIR_CO2,
     X_AIR_O2,
     ProcessModel,
@@ -34,8 +33,9 @@ from controller.process import (
     leak_floor_frac,
     purge_n2_litres,
 )
-from controller.reactor import ReactorController
-from controller.recipe import Phase, Recipe, check_feasible
+from controller.core.reactor import ReactorController
+from controller.core.recipe import Phase, Recipe, check_feasible
+from controller.engineering.loop_analysis import margins
 from simulators.summary import o2_metrics
 from simulators.twin import SERIES_COLUMNS, DoorOpening, TwinResult, run_twin
 from simulators.vessel import InitialSection, Vessel, load_vessel

@@ -31,8 +31,8 @@ from control_cases import (
     warm_vessel,
 )
 
-from controller.process import MMHG_PER_ATM, X_AIR_O2, bang_bang_descent_s
-from controller.recipe import Phase, Recipe
+from controller.core.process import MMHG_PER_ATM, X_AIR_O2, bang_bang_descent_s
+from controller.core.recipe import Phase, Recipe
 from simulators.twin import run_twin
 from simulators.vessel import Vessel
 

@@ -27,7 +27,7 @@ from multiprocessing.queues import Queue
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.clock import SystemClock
+from common.clock import SystemClock
 from drivers.register_map import ModbusRegisterDevice, RegisterMap, RegisterPoint
 from drivers.transport.modbus import ModbusHub
 from drivers.transport.settings import ModbusTcpSettings

@@ -1,5 +1,9 @@
-"""Control core: loops, recipes, the recipe engine and the reactor controller.
+"""Control: the pure core, the running service and the offline engineering tools.
 
-Nothing here reads the wall clock or sleeps: time is passed in by the caller (the digital twin in
-lockstep, or the service with an injected clock).
+- :mod:`controller.core` — what the digital twin and the service both run each cycle: loops,
+  recipes, the recipe engine, the exposure clock, interlocks and alarms. No I/O, no clock reads.
+- :mod:`controller.service` — the running service: the 1 s cycle, resume policy, watchdog,
+  commands, run journal, audit trail, MQTT link.
+- :mod:`controller.engineering` — offline tools: relay autotuning, loop analysis, gas forecast,
+  tuning files.
 """

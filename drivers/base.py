@@ -15,12 +15,19 @@ from drivers.reading import Reading
 
 @runtime_checkable
 class Device(Protocol):
-    """Anything with a name and a start-up step."""
+    """Anything with a name, a start-up step and a read of everything it reports."""
 
     name: str
 
     async def start(self) -> None:
         """Prepare the instrument (set output mode, read constants). Idempotent."""
+        ...
+
+    async def read_all(self) -> dict[str, Reading]:
+        """Everything the device reports, by quantity name (``hypoxia devices read``).
+
+        Names carry their unit (``"o2_pct"``, ``"temp_c"``); faults give BAD readings.
+        """
         ...
 
 
@@ -39,6 +46,15 @@ class CO2Sensor(Device, Protocol):
 
     async def read_co2_pct(self) -> Reading:
         """CO2 in vol-% (0-100), unit ``"%"``."""
+        ...
+
+
+@runtime_checkable
+class O2Compensated(Protocol):
+    """A sensor whose reading is corrected with the measured O2 (e.g. an NDIR CO2 probe)."""
+
+    async def write_o2_compensation(self, o2_pct: float) -> None:
+        """Give the sensor the chamber O2, vol-% (0-100), verified by read-back."""
         ...
 
 

@@ -1,10 +1,17 @@
 """Register codecs: 16-bit Modbus registers <-> int16/uint16/int32/uint32/float32.
 
 Bytes inside a register are always big-endian (Modbus). Vendors differ in the order of the two
-registers of a 32-bit value (device-protocols.md §0):
+registers of a 32-bit value (docs/protocols.md §0):
 
 * :attr:`WordOrder.BIG` -- most-significant word first ("ABCD"): Alicat, Bronkhorst.
 * :attr:`WordOrder.LITTLE` -- least-significant word first ("CDAB"): Vaisala, Hamilton.
+
+The packing itself is pymodbus's ``convert_from_registers`` / ``convert_to_registers`` (pymodbus
+3.16, whose ``word_order`` expresses both orders above). What stays ours is a thin layer that
+pymodbus does not provide: integer types round the value to nearest (pymodbus's ``struct.pack``
+refuses floats), a value that does not fit raises :class:`ValueError` (pymodbus lets
+``struct.error`` / ``OverflowError`` through), and :func:`decode` reads the *first* value of a
+longer register slice (pymodbus converts every value and insists on an exact multiple).
 
 Pure functions, shared by drivers and the wire-level simulators.
 """
@@ -14,6 +21,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from enum import StrEnum
+
+from pymodbus.client import ModbusBaseClient
 
 
 class RegisterType(StrEnum):
@@ -33,12 +42,13 @@ class WordOrder(StrEnum):
     LITTLE = "little"
 
 
-_STRUCT = {
-    RegisterType.INT16: ">h",
-    RegisterType.UINT16: ">H",
-    RegisterType.INT32: ">i",
-    RegisterType.UINT32: ">I",
-    RegisterType.FLOAT32: ">f",
+_PYMODBUS = ModbusBaseClient
+_DATATYPE = {
+    RegisterType.INT16: _PYMODBUS.DATATYPE.INT16,
+    RegisterType.UINT16: _PYMODBUS.DATATYPE.UINT16,
+    RegisterType.INT32: _PYMODBUS.DATATYPE.INT32,
+    RegisterType.UINT32: _PYMODBUS.DATATYPE.UINT32,
+    RegisterType.FLOAT32: _PYMODBUS.DATATYPE.FLOAT32,
 }
 
 INT16_SENTINELS: dict[int, str] = {
@@ -51,7 +61,8 @@ INT16_SENTINELS: dict[int, str] = {
 
 def register_count(dtype: RegisterType) -> int:
     """Number of 16-bit registers used by ``dtype`` (1 or 2)."""
-    return 1 if dtype in (RegisterType.INT16, RegisterType.UINT16) else 2
+    count: int = _DATATYPE[dtype].value[1]
+    return count
 
 
 def decode(
@@ -73,11 +84,11 @@ def decode(
     n = register_count(dtype)
     if len(registers) < n:
         raise ValueError(f"{dtype} needs {n} registers, got {len(registers)}")
-    words = list(registers[:n])
-    if n == 2 and word_order is WordOrder.LITTLE:
-        words.reverse()
-    raw = struct.pack(f">{n}H", *words)
-    value: int | float = struct.unpack(_STRUCT[dtype], raw)[0]
+    value = _PYMODBUS.convert_from_registers(
+        list(registers[:n]), _DATATYPE[dtype], word_order=word_order.value
+    )
+    if not isinstance(value, int | float):  # one value of a numeric type: never a list or str
+        raise TypeError(f"pymodbus decoded {dtype} as {type(value).__name__}")
     return value
 
 
@@ -89,16 +100,13 @@ def encode(value: float, dtype: RegisterType, word_order: WordOrder = WordOrder.
     """
     packed_value: int | float = value if dtype is RegisterType.FLOAT32 else round(value)
     try:
-        raw = struct.pack(_STRUCT[dtype], packed_value)
-    except struct.error as exc:
+        return _PYMODBUS.convert_to_registers(
+            packed_value, _DATATYPE[dtype], word_order=word_order.value
+        )
+    except (struct.error, OverflowError) as exc:
         raise ValueError(f"{value!r} does not fit {dtype}") from exc
-    words = list(struct.unpack(f">{len(raw) // 2}H", raw))
-    if len(words) == 2 and word_order is WordOrder.LITTLE:
-        words.reverse()
-    return words
 
 
 def float32(value: float) -> float:
     """``value`` rounded to the nearest IEEE-754 single (what a float32 register can hold)."""
-    result: float = struct.unpack(">f", struct.pack(">f", value))[0]
-    return result
+    return float(decode(encode(value, RegisterType.FLOAT32), RegisterType.FLOAT32))

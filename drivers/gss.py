@@ -1,6 +1,6 @@
 """Gas Sensing Solutions SprintIR / ExplorIR / CozIR NDIR CO2 sensors (UART ASCII).
 
-Reference: device-protocols.md §2.2; GSS user's manual (https://manualzilla.com/doc/5784221/gss-sensor-user-s-manual)
+Reference: docs/protocols.md §2.2; GSS user's manual (https://manualzilla.com/doc/5784221/gss-sensor-user-s-manual)
 and RobTillaart/Cozir. 9600 8N1, commands end in CR LF, replies ``<letter> <5 digits>`` (some
 firmware prefixes a space). CO2 ppm = count x multiplier, the multiplier (``.`` command) being 1,
 10 or 100 depending on the sensor's range.
@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import DriverError, ProtocolError
 from drivers.quality import Stamp, Stamper, ValidRange, aged
 from drivers.reading import Reading
+from drivers.registry import OnLine, RoleSet, Transports
 from drivers.transport.serial_line import Line, LineMatcher, SerialLine
 from drivers.units import PCT, PPM_PER_PCT
 
@@ -53,7 +56,7 @@ def parse_fields(text: str) -> dict[str, int]:
 class GssCO2:
     """GSS SprintIR / ExplorIR CO2 sensor on an ASCII serial line.
 
-    Reference: GSS user's manual and device-protocols.md §2.2.
+    Reference: GSS user's manual and docs/protocols.md §2.2.
 
     :meth:`start` selects polling (``K 2``) or streaming (``K 1``) and reads the multiplier
     (``.``). Readings use the *filtered* value ``Z``.
@@ -137,6 +140,10 @@ class GssCO2:
             return self._stamper.bad(PCT, "timeout: no stream line received yet")
         return aged(self._latest, self._stamper.clock.monotonic(), self.max_age_s)
 
+    async def read_all(self) -> dict[str, Reading]:
+        """The filtered CO2 (``hypoxia devices read``)."""
+        return {"co2_pct": await self.read_co2_pct()}
+
     def _on_line(self, line: Line) -> None:
         if line.text.strip().startswith("Z") and self.multiplier is not None:
             self._latest = self._convert(line)
@@ -151,3 +158,24 @@ class GssCO2:
             return self._stamper.bad(PCT, f"protocol error: no Z field in {line.text!r}", at=stamp)
         ppm = count * self.multiplier
         return self._stamper.value(ppm / PPM_PER_PCT, PCT, self._range, at=stamp)
+
+
+class GssConfig(OnLine):
+    """GSS SprintIR / ExplorIR CO2 sensor (ASCII)."""
+
+    driver: Literal["gss_co2"]
+    role: Literal["co2", "co2_secondary"] = "co2"
+    mode: Literal["poll", "stream"] = "poll"
+    expected_multiplier: int | None = Field(default=None, ge=1, le=1000)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> GssCO2:
+        """A :class:`GssCO2` on its line, read for the CO2 role."""
+        gss = GssCO2(
+            self.serial_line(transports),
+            name=self.name,
+            mode=self.mode,
+            clock=clock,
+            expected_multiplier=self.expected_multiplier,
+        )
+        roles.readers[self.role] = gss.read_co2_pct
+        return gss

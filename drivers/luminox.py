@@ -1,6 +1,6 @@
 """SST Sensing LuminOx optical O2 sensor (LOX-02: ppO2, O2 %, temperature, pressure).
 
-Reference: device-protocols.md §1.1; SST datasheet DS0030
+Reference: docs/protocols.md §1.1; SST datasheet DS0030
 (https://sstsensing.com/wp-content/uploads/2021/08/DS0030rev15_LuminOx.pdf) and the PST Python
 library. UART 9600 8N1, commands and replies end in CR LF, fields separated by single spaces.
 """
@@ -11,10 +11,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import DriverError, ProtocolError
 from drivers.quality import Stamp, Stamper, ValidRange, aged
 from drivers.reading import Reading
+from drivers.registry import OnLine, RoleSet, Transports
 from drivers.transport.serial_line import Line, SerialLine
 from drivers.units import DEG_C, MBAR, PCT
 
@@ -116,7 +119,7 @@ def _is_report(text: str) -> bool:
 class LuminOx:
     """SST LuminOx O2 sensor on an ASCII serial line (LOX-02; LOX-01 gives BAD ``o2_pct``).
 
-    Reference: SST DS0030 datasheet and device-protocols.md §1.1.
+    Reference: SST DS0030 datasheet and docs/protocols.md §1.1.
 
     In ``"poll"`` mode every :meth:`read` sends ``A`` and parses the reply. In ``"stream"`` mode
     the sensor pushes a line about once per second; :meth:`read` returns the newest line, STALE
@@ -190,6 +193,10 @@ class LuminOx:
         """O2 concentration, vol-% (0-25 on LOX-02)."""
         return (await self.read()).o2_pct
 
+    async def read_all(self) -> dict[str, Reading]:
+        """The O2 concentration (``hypoxia devices read``)."""
+        return {"o2_pct": await self.read_o2_pct()}
+
     def _on_line(self, line: Line) -> None:
         if line.text.startswith("O "):
             self._latest = self._parse(line)
@@ -226,3 +233,24 @@ def _raise_if_error(text: str) -> None:
     if text.startswith("E "):
         code = text[2:].strip()
         raise ProtocolError(f"device error E {code} ({ERROR_CODES.get(code, 'unknown')})")
+
+
+class LuminOxConfig(OnLine):
+    """SST LuminOx O2 sensor (ASCII)."""
+
+    driver: Literal["luminox"]
+    role: Literal["o2", "o2_secondary"] = "o2"
+    mode: Literal["poll", "stream"] = "poll"
+    max_age_s: float = Field(default=3.0, gt=0, le=600)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> LuminOx:
+        """A :class:`LuminOx` on its line, read for the O2 role."""
+        lox = LuminOx(
+            self.serial_line(transports),
+            name=self.name,
+            mode=self.mode,
+            clock=clock,
+            max_age_s=self.max_age_s,
+        )
+        roles.readers[self.role] = lox.read_o2_pct
+        return lox

@@ -1,6 +1,6 @@
 """Low-cost multi-channel PT100 RS-485 transmitters (PTA8C04 / PTA8D08 class) on Modbus RTU.
 
-Reference: device-protocols.md §3.2 (eletechsup PTA8C04 documentation,
+Reference: docs/protocols.md §3.2 (eletechsup PTA8C04 documentation,
 http://lamaplc.com/doku.php?id=sensor%3Apta8c04_pt100_modbus_modul). Defaults 9600 8N1, unit 1,
 FC03; channel *n* temperature at wire address *n*, signed int16 in 0.1 degC. Broken or missing
 probes read as sentinels (0x7FFF, 0x8000, 0x8001), which become BAD ``sentinel`` readings.
@@ -9,12 +9,16 @@ probes read as sentinels (0x7FFF, 0x8000, 0x8001), which become BAD ``sentinel``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import INT16_SENTINELS, RegisterType, decode
 from drivers.errors import DriverError
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
+from drivers.registry import OnBus, RoleSet, Transports
 from drivers.transport.modbus import ModbusHub
 from drivers.units import DEG_C
 
@@ -22,7 +26,7 @@ from drivers.units import DEG_C
 class Pt100Transmitter:
     """One channel of a PT100 Modbus transmitter (int16 x 0.1 degC per channel).
 
-    Reference: PTA8C04/PTA8D08 register map, device-protocols.md §3.2.
+    Reference: PTA8C04/PTA8D08 register map, docs/protocols.md §3.2.
 
     Args:
         hub: The bus.
@@ -75,6 +79,10 @@ class Pt100Transmitter:
             return self._stamper.failed(DEG_C, exc)
         return self.convert(raw, self._stamper.now())
 
+    async def read_all(self) -> dict[str, Reading]:
+        """This channel's temperature (``hypoxia devices read``)."""
+        return {"temp_c": await self.read_temp_c()}
+
     async def read_channels(self, count: int) -> list[Reading]:
         """Channels 0..count-1 in one transaction (channel-independent of ``self.channel``)."""
         try:
@@ -91,3 +99,25 @@ class Pt100Transmitter:
             return self._stamper.bad(DEG_C, f"sentinel {self._sentinels[raw]}", at=stamp)
         value = int(decode([raw], RegisterType.INT16)) * self.scale_c
         return self._stamper.value(value, DEG_C, self._range, at=stamp)
+
+
+class Pt100Config(OnBus):
+    """PT100 Modbus transmitter (int16 x scale)."""
+
+    driver: Literal["pt100"]
+    role: Literal["temperature", "temperature_secondary"] = "temperature"
+    channel: int = Field(default=0, ge=0, le=15)
+    scale_c: float = Field(default=0.1, gt=0, le=10)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> Pt100Transmitter:
+        """One channel of a :class:`Pt100Transmitter`, read for the temperature role."""
+        pt100 = Pt100Transmitter(
+            self.hub(transports),
+            self.unit,
+            self.channel,
+            name=self.name,
+            clock=clock,
+            scale_c=self.scale_c,
+        )
+        roles.readers[self.role] = pt100.read_temp_c
+        return pt100

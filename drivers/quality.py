@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import DriverError
 from drivers.reading import Quality, Reading
 

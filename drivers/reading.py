@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -59,7 +59,3 @@ class Reading:
     def bad(cls, unit: str, reason: str, monotonic_s: float, utc: datetime) -> Reading:
         """A bad-quality reading carrying no number (value is ``nan``)."""
         return cls(math.nan, unit, Quality.BAD, monotonic_s, utc, reason)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""Epoch used by simulated clocks when no start date is given."""

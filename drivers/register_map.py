@@ -27,11 +27,12 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32, register_count
 from drivers.errors import DriverError, WriteVerifyError
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
+from drivers.registry import OnBus, ReadFn, Role, RoleSet, SetFn, Transports
 from drivers.transport.modbus import ModbusHub
 
 
@@ -190,7 +191,7 @@ def plan_reads(register_map: RegisterMap) -> list[_Block]:
 class ModbusRegisterDevice:
     """A Modbus instrument described entirely by a :class:`RegisterMap`.
 
-    Reference: whatever manual the map was transcribed from; device-protocols.md §0 for the
+    Reference: whatever manual the map was transcribed from; docs/protocols.md §0 for the
     numbering and word-order conventions.
 
     Args:
@@ -318,3 +319,46 @@ class ModbusRegisterDevice:
             if raw_unsigned in p.sentinels or raw in p.sentinels:
                 return self._stamper.bad(p.unit, f"sentinel 0x{raw_unsigned:04X}", at=stamp)
         return self._stamper.value(float(raw) * p.scale + p.offset, p.unit, valid, at=stamp)
+
+
+class RegisterMapConfig(OnBus):
+    """Generic Modbus instrument described by a register map.
+
+    ``roles`` maps a role to a point: a sensor role reads it; ``heater`` writes it, in W.
+    """
+
+    driver: Literal["register_map"]
+    map: RegisterMap
+    roles: dict[Role, str] = Field(default_factory=dict)
+
+    def served_roles(self) -> list[str]:
+        """The roles mapped to a point."""
+        return list(self.roles)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> ModbusRegisterDevice:
+        """A :class:`ModbusRegisterDevice`; each mapped point reads a role or sets the heater."""
+        device = ModbusRegisterDevice(
+            self.hub(transports), self.unit, self.map, name=self.name, clock=clock
+        )
+        for role, point in self.roles.items():
+            if role == "heater":
+                roles.heater = _point_writer(device, point)
+            else:
+                roles.readers[role] = _point_reader(device, point)
+        return device
+
+
+def _point_reader(device: ModbusRegisterDevice, point: str) -> ReadFn:
+    async def read() -> Reading:
+        return await device.read(point)
+
+    return read
+
+
+def _point_writer(device: ModbusRegisterDevice, point: str) -> SetFn:
+    """A writable point used as an analog output (e.g. heater power in W)."""
+
+    async def write(value: float) -> None:
+        await device.write(point, value)
+
+    return write

@@ -1,6 +1,6 @@
 """Vaisala Modbus RTU probes: GMP251/GMP252 CARBOCAP CO2 and HMP-series humidity/temperature.
 
-Reference: device-protocols.md §2.1 and §3.1; GMP252 user guide M211897EN (Appendix A, Modbus
+Reference: docs/protocols.md §2.1 and §3.1; GMP252 user guide M211897EN (Appendix A, Modbus
 reference, https://docs.vaisala.com/r/M211897EN-D/en-US), GMP251 user guide M211799EN, HMP
 series manuals. Defaults 19200 8N2, unit id 240, FC03 read / FC16 write. Floats are IEEE-754
 with the **least-significant word first**; missing data reads as NaN (not as an exception).
@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32
 from drivers.errors import DriverError, WriteVerifyError
 from drivers.quality import Stamper, ValidRange
 from drivers.reading import Reading
+from drivers.registry import OnBus, RoleSet, Transports
 from drivers.transport.modbus import ModbusHub
 from drivers.units import DEG_C, PCT, PCT_RH, PPM_PER_PCT
 
@@ -56,7 +59,7 @@ class GmpSample:
 class VaisalaGMP25x:
     """Vaisala GMP251 (0-20 % CO2) or GMP252 (0-1 %, extended to 3 %) probe on Modbus RTU.
 
-    Reference: Vaisala M211897EN / M211799EN Appendix A and device-protocols.md §2.1. The float
+    Reference: Vaisala M211897EN / M211799EN Appendix A and docs/protocols.md §2.1. The float
     CO2 register is in ppm on both models (GMP251 per a third-party copy of M211799EN; verify on
     hardware).
 
@@ -130,6 +133,10 @@ class VaisalaGMP25x:
         """Probe temperature, degC (the gas temperature at the probe, -40..+80)."""
         return (await self.read()).temp_c
 
+    async def read_all(self) -> dict[str, Reading]:
+        """The CO2 (``hypoxia devices read``)."""
+        return {"co2_pct": await self.read_co2_pct()}
+
     async def write_o2_compensation(self, o2_pct: float) -> None:
         """Write the measured O2 into the *volatile* O2-compensation register and verify it.
 
@@ -191,7 +198,7 @@ class VaisalaHMP:
     """Vaisala HMP-series humidity and temperature probe (HMP4/5/7/8, HMP110 Modbus) on RTU.
 
     Reference: Vaisala HMP series user guide, Modbus register table (RH float @0x0000, T float
-    @0x0002, least-significant word first) and device-protocols.md §3.1. One transaction per
+    @0x0002, least-significant word first) and docs/protocols.md §3.1. One transaction per
     read (4 registers @0x0000).
 
     Args:
@@ -241,3 +248,39 @@ class VaisalaHMP:
     async def read_temp_c(self) -> Reading:
         """Temperature, degC."""
         return (await self.read()).temp_c
+
+    async def read_all(self) -> dict[str, Reading]:
+        """The temperature (``hypoxia devices read``)."""
+        return {"temp_c": await self.read_temp_c()}
+
+
+class Gmp25xConfig(OnBus):
+    """Vaisala GMP251/252 CO2 probe (Modbus RTU); optionally fed the measured O2."""
+
+    driver: Literal["vaisala_gmp25x"]
+    role: Literal["co2", "co2_secondary"] = "co2"
+    model: Literal["GMP251", "GMP252"] = "GMP252"
+    o2_compensation: bool = Field(default=True, description="push measured O2 every cycle")
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> VaisalaGMP25x:
+        """A :class:`VaisalaGMP25x` read for the CO2 role (and fed O2 if configured)."""
+        gmp = VaisalaGMP25x(
+            self.hub(transports), self.unit, name=self.name, model=self.model, clock=clock
+        )
+        roles.readers[self.role] = gmp.read_co2_pct
+        if self.o2_compensation:
+            roles.o2_compensation.append(gmp)
+        return gmp
+
+
+class HmpConfig(OnBus):
+    """Vaisala HMP temperature/humidity transmitter (Modbus RTU)."""
+
+    driver: Literal["vaisala_hmp"]
+    role: Literal["temperature", "temperature_secondary"] = "temperature"
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> VaisalaHMP:
+        """A :class:`VaisalaHMP` read for the temperature role."""
+        hmp = VaisalaHMP(self.hub(transports), self.unit, name=self.name, clock=clock)
+        roles.readers[self.role] = hmp.read_temp_c
+        return hmp

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from controller.config_errors import ConfigError
+from common.config_errors import ConfigError
 from hypoxia.cli_common import err, fail, out
 
 app = typer.Typer(
@@ -42,11 +42,12 @@ def parse_duration_s(text: str, option: str) -> float:
 
 
 def _load(recipe_path: Path, vessel_arg: str) -> tuple[Any, Any]:
-    from controller.recipe import check_feasible, load_recipe
+    from controller.core.recipe import check_feasible
+    from controller.service.recipe_source import RecipeSource
     from simulators.vessel import load_vessel
 
     vessel = load_vessel(vessel_arg)
-    recipe, _digest = load_recipe(recipe_path)
+    recipe = RecipeSource.from_file(recipe_path).recipe
     check_feasible(recipe, vessel.process_model(), str(recipe_path), vessel.name)
     return recipe, vessel
 

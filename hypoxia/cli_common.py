@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from controller.config_errors import ConfigError
+from common.config_errors import ConfigError
 
 if TYPE_CHECKING:
-    from controller.site import SiteConfig
+    from controller.service.site import SiteConfig
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -29,7 +29,7 @@ def fail(exc: ConfigError | str) -> typer.Exit:
 
 def load_site_or_exit(path: Path) -> SiteConfig:
     """Load a site file, or exit with status 2 and the message naming file and field."""
-    from controller.site import load_site
+    from controller.service.site import load_site
 
     try:
         return load_site(path)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from controller.config_errors import ConfigError
+from common.config_errors import ConfigError
 from hypoxia.cli_common import SiteArg, fail, load_site_or_exit, out
 
 devices_app = typer.Typer(no_args_is_help=True, help="Talk to the instruments of a site.")
@@ -25,7 +25,7 @@ def simulate_devices(
     seed: Annotated[int, typer.Option(help="Sensor-noise seed.")] = 0,
 ) -> None:
     """Serve the simulated instruments SITE names, where it names them, until interrupted."""
-    from controller.clock import ScaledClock
+    from controller.service.clock import ScaledClock
     from simulators.site_sim import serve_site
     from simulators.vessel import load_vessel
 
@@ -74,8 +74,8 @@ def devices_read(
 
     Exit status 3 when any reading is not good.
     """
+    from common.clock import DEFAULT_CLOCK
     from drivers.catalog import Transports, open_devices, read_device
-    from drivers.clock import DEFAULT_CLOCK
     from drivers.reading import Reading
 
     site = load_site_or_exit(site_path)
@@ -92,7 +92,7 @@ def devices_read(
                 cfg_by_name = {d.name: d for d in r.devices}
                 for name, device in roles.devices.items():
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(device.start(), 2.0)  # type: ignore[attr-defined]
+                        await asyncio.wait_for(device.start(), 2.0)
                     try:
                         readings = await asyncio.wait_for(read_device(device), 5.0)
                     except Exception as exc:  # shown as a bad row, the rest still read

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from controller.config_errors import ConfigError
+from common.config_errors import ConfigError
 from hypoxia.cli_common import SiteArg, err, fail, load_site_or_exit
 
 

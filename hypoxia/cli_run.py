@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from controller.config_errors import ConfigError
+from common.config_errors import ConfigError
 from hypoxia.cli_common import SiteArg, err, fail, load_site_or_exit, out
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
@@ -31,7 +31,8 @@ def run(
     speed: Annotated[float, typer.Option(help="Run time this much faster (simulation).")] = 1.0,
 ) -> None:
     """Run RECIPE on the reactors of SITE (or resume their active runs) until the runs end."""
-    from controller.app import RecipeSource, build_service, run_service
+    from controller.service.app import build_service, run_service
+    from controller.service.recipe_source import RecipeSource
     from recorder.service import Recorder
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -262,7 +263,7 @@ def audit_verify(
     ],
 ) -> None:
     """Check the audit trail's hash chain; exit status 1 if any record was changed."""
-    from controller.audit import AuditTrail
+    from controller.service.audit import AuditTrail
 
     db = (
         target

@@ -19,11 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from controller.autotune import LOOP_NAMES, LoopName, RelayResult
-from controller.config_errors import ConfigError
-from controller.reactor import ControllerTuning, ReactorController
-from controller.recipe import Recipe, check_feasible, load_recipe
-from controller.tuning_file import load_tuning, tuning_toml
+from common.config_errors import ConfigError
+from controller.core.reactor import ControllerTuning, ReactorController
+from controller.core.recipe import Recipe, check_feasible
+from controller.engineering.autotune import LOOP_NAMES, LoopName, RelayResult
+from controller.engineering.tuning_file import load_tuning, tuning_toml
+from controller.service.recipe_source import RecipeSource
 from simulators.sweep import SweepError, build_grid, run_sweep
 from simulators.tuning_twin import autotune_on_twin, operating_phase, verify_on_twin
 from simulators.vessel import load_vessel
@@ -186,7 +187,7 @@ def sweep(
     try:
         grid = build_grid(param)
         base = load_vessel(vessel)
-        recipe, _digest = load_recipe(recipe_path)
+        recipe = RecipeSource.from_file(recipe_path).recipe
     except SweepError as exc:
         raise _fail(str(exc)) from None
     except ConfigError as exc:

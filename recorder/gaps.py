@@ -16,6 +16,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from common.backoff import doubling_delay_s
+
 Range = tuple[int, int]
 """Inclusive range of sequence numbers."""
 
@@ -155,8 +157,10 @@ class GapTracker:
                     requests.append(ReplayRequest(reactor, lo, hi))
                 budget -= min(len(inside), budget)
                 episode.attempts += 1
-                wait = self.policy.retry_s * 2 ** (episode.attempts - 1)
-                episode.next_at = now + min(wait, self.policy.retry_max_s)
+                wait = doubling_delay_s(
+                    episode.attempts, self.policy.retry_s, self.policy.retry_max_s
+                )
+                episode.next_at = now + wait
         return requests, lost
 
     def _follow(self, reactor: str, gaps: list[Range], now: float) -> list[_Episode]:

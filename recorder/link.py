@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import aiomqtt
 
-from controller.mqtt_client import client_for
-from controller.telemetry_config import BrokerConfig
+from telemetry.client import client_for
+from telemetry.config import BrokerConfig
+from telemetry.topics import Topics
 
 
 def persistent_client(broker: BrokerConfig, client_id: str) -> aiomqtt.Client:
@@ -47,4 +48,5 @@ def payload_bytes(message: aiomqtt.Message) -> bytes:
 def subscriptions(root: str, site: str, reactors: list[str]) -> list[str]:
     """The telemetry and event topics of the reactors (``*``: all, as ``+``)."""
     ids = ["+"] if "*" in reactors else reactors
-    return [f"{root}/{site}/{r}/{kind}" for r in ids for kind in ("telemetry", "event")]
+    topics = Topics(root, site)
+    return [topic for r in ids for topic in (topics.telemetry(r), topics.event(r))]

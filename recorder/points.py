@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from influxdb_client.client.write.point import Point as LibraryPoint
+from influxdb_client.domain.write_precision import WritePrecision
+
 TELEMETRY_TAGS = ("site", "reactor", "run_id", "phase")
 """Telemetry message keys that become tags (low cardinality)."""
 EVENT_TAGS = ("site", "reactor", "run_id")
@@ -30,32 +33,22 @@ class Point:
     time_us: int = 0
 
     def line(self) -> str:
-        """The point in InfluxDB line protocol (microsecond precision)."""
-        tags = "".join(
-            f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(self.tags.items()) if v != ""
-        )
-        fields = ",".join(
-            f"{_escape_key(k)}={_field_value(v)}" for k, v in sorted(self.fields.items())
-        )
-        return f"{_escape_key(self.measurement)}{tags} {fields} {self.time_us}"
+        r"""The point in InfluxDB line protocol (microsecond precision).
 
-
-def _escape_key(text: str) -> str:
-    text = text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
-    return text.replace(" ", "\\ ").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _field_value(value: float | int | str | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    # line protocol has no newline inside a value: keep it visible, escaped
-    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
+        Escaping is influxdb-client's :class:`~influxdb_client.Point`; the one thing added here is
+        that a line break inside a string field is written as the two characters ``\\n``: line
+        protocol ends a point at a raw newline on InfluxDB 1.x, so a value must never carry one.
+        """
+        point = LibraryPoint(self.measurement)
+        point.time(self.time_us, WritePrecision.US)
+        for key, tag in self.tags.items():
+            point.tag(key, tag)
+        for key, value in self.fields.items():
+            safe = (
+                value.replace("\n", "\\n").replace("\r", "\\r") if isinstance(value, str) else value
+            )
+            point.field(key, safe)
+        return str(point.to_line_protocol())
 
 
 def timestamp_us(message: dict[str, Any]) -> int:

@@ -10,7 +10,7 @@ Three tasks share one spool:
 * **replay** - asks the controller for missing sequence numbers (``gap_detection``).
 
 No wall-clock reads: the loop clock times batches, connections and replay requests; retry delays
-come from :class:`drivers.transport.backoff.Backoff` (monotonic).
+come from :class:`common.backoff.Backoff` (monotonic).
 """
 
 from __future__ import annotations
@@ -22,19 +22,21 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
 
 import aiomqtt
 
-from controller.config_errors import ConfigError
-from controller.site import SiteConfig
-from controller.telemetry_config import BrokerConfig
-from drivers.clock import SystemClock
-from drivers.transport.backoff import Backoff
+from common.backoff import Backoff
+from common.clock import SystemClock
+from common.config_errors import ConfigError
 from recorder.gaps import GapTracker, Range, ReplayPolicy
 from recorder.intake import Accepted, Intake, Refused
 from recorder.link import ack, payload_bytes, persistent_client, subscriptions
 from recorder.spool import Spool, SpoolBatch, spool_path
 from recorder.stores import Store, StoreRefused, StoreUnavailable, make_store
+from telemetry.config import BrokerConfig, RecorderConfig
+from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,40 @@ class RecorderStats:
     connects: int = 0
 
 
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class RecordedSite(Protocol):
+    """What a recorder needs of the site file (the controller's ``SiteConfig`` has it)."""
+
+    @property
+    def site(self) -> str:
+        """Site name (the topic level under the root)."""
+        ...
+
+    @property
+    def broker(self) -> BrokerConfig:
+        """The ``[broker]`` section."""
+        ...
+
+    @property
+    def recorder(self) -> RecorderConfig:
+        """The ``[recorder]`` section."""
+        ...
+
+    @property
+    def reactors(self) -> Sequence[_HasId]:
+        """The site's reactors (their ids)."""
+        ...
+
+    @property
+    def state_dir(self) -> Path:
+        """Where spools and SQLite stores live."""
+        ...
+
+
 def _ranges(ranges: Sequence[Range]) -> str:
     return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
@@ -85,7 +121,7 @@ class Recorder:
 
     def __init__(
         self,
-        site: SiteConfig,
+        site: RecordedSite,
         *,
         reactors: list[str] | None = None,
         policy: ReplayPolicy | None = None,
@@ -109,7 +145,7 @@ class Recorder:
                 f"unknown reactor(s) {', '.join(unknown)} (known: {', '.join(known)}, or *)",
             )
         self.topics = subscriptions(self.broker.root, site.site, self.reactors)
-        self.replay_topic = f"{self.broker.root}/{site.site}/replay/request"
+        self.replay_topic = Topics(self.broker.root, site.site).replay_request
         self.intake = Intake(self.broker.root, site.site)
         self.store: Store = make_store(self.config.store, site.state_dir)
         self.spool = Spool(spool_path(site.state_dir, self.client_id))

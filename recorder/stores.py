@@ -28,9 +28,9 @@ from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from controller.config_errors import ConfigError
-from controller.telemetry_config import InfluxDB1Store, InfluxDB2Store, SqliteStore, StoreConfig
+from common.config_errors import ConfigError
 from recorder.points import Point
+from telemetry.config import InfluxDB1Store, InfluxDB2Store, SqliteStore, StoreConfig
 
 MICROSECONDS = cast("WritePrecision", WritePrecision.US)  # the generated enum is a plain str
 HTTP_TIMEOUT_S = 10.0
@@ -187,7 +187,7 @@ class InfluxV2(Store):
     async def close(self) -> None:
         """Close the client."""
         if self._client is not None:
-            await self._client.close()  # type: ignore[no-untyped-call]
+            await self._client.close()
             self._client = None
 
 

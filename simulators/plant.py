@@ -1,6 +1,6 @@
 """Plant physics of a hypoxia chamber or bioreactor: pure, no I/O, deterministic for a seed.
 
-State and balances (plant-and-control.md §B):
+State and balances (docs/physics.md §B):
 
 * headspace O2 and CO2 fractions: V dx/dt = sum of inflows x (x_in - x) + (Q_L + Q_door)(x_a - x),
   solved exactly for flows constant over a step (so a pure-N2 purge is x0 e^(-Qt/V) to rounding);
@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from controller.gas import GasFlows
-from controller.process import MMHG_PER_ATM, X_AIR_CO2, X_AIR_O2
+from controller.core.gas import GasFlows
+from controller.core.process import MMHG_PER_ATM, X_AIR_CO2, X_AIR_O2
 from simulators.vessel import Vessel
 
 O2_DIFFUSIVITY_M2_S = 3.0e-9

@@ -13,8 +13,8 @@ import matplotlib as mpl
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 
-from controller.telemetry import json_safe
 from simulators.twin import SERIES_COLUMNS, TwinResult
+from telemetry.messages import json_safe
 
 PHASE_COLOURS = ("#f2f2f2", "#e3eef9", "#fdf0e0", "#e8f5e9", "#f3e5f5", "#fff8e1")
 

@@ -5,6 +5,11 @@ the site file says: Modbus TCP on ``host:port``; Modbus RTU over ``socket://host
 lines on ``socket://host:port``; and for a device path (``/tmp/hypoxia-sim/o2``) a pty whose other
 end is linked at that path. Each reactor has its own :class:`PlantLinkModel`.
 
+Which simulator serves a device comes from the device registry (:mod:`drivers.registry`): each
+kind names its simulator factory by a dotted path, resolved here with :mod:`importlib` (drivers
+never import simulators). A factory builds the simulator from the device's config and wires its
+actuators (relays, heater) into the :class:`~simulators.devices.link.SiteLink`.
+
 The plant advances **lazily**: whenever an instrument is read or a set point arrives, it first
 catches up to the injected clock in control-period steps. The same code therefore runs in real
 time (scaled by ``--speed``) and in lockstep with a test's stepped clock.
@@ -13,53 +18,39 @@ time (scaled by ``--speed``) and in lockstep with a test's stepped clock.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, cast
 
-from controller.site import ReactorConfig, SiteConfig
-from drivers.catalog import (
-    AlicatModbusConfig,
-    AlicatSerialConfig,
-    DeviceConfig,
-    Gmp25xConfig,
-    GssConfig,
-    HmpConfig,
-    LuminOxConfig,
-    Pt100Config,
-    RelayBoardConfig,
-)
-from drivers.clock import Clock
+from common.clock import Clock
+from controller.service.site import SiteConfig
+from drivers.registry import DeviceModel, kind_of
 from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
-from simulators.devices.alicat import AlicatAsciiSim, AlicatModbusSim
 from simulators.devices.ascii_port import AsciiInstrumentSim, AsciiPortSim
-from simulators.devices.gss import GssSim
-from simulators.devices.luminox import LuminOxSim
+from simulators.devices.link import SiteLink
 from simulators.devices.modbus_bus import ModbusBusSim, ModbusDeviceSim
 from simulators.devices.null_modem import PtyNullModem
-from simulators.devices.pt100 import Pt100Sim
-from simulators.devices.register_map import RegisterMapSim
-from simulators.devices.relay_board import RelayBoardSim
-from simulators.devices.vaisala import GmpSim, HmpSim
 from simulators.plant import Plant
 from simulators.sensors import SensorModel
 from simulators.vessel import Vessel
 
-GAS_OF_ROLE = {"n2_mixer": "N2", "air_mixer": "Air", "o2_mixer": "O2", "co2_mixer": "CO2"}
-ALICAT_GAS_NUMBER = {"Air": 0, "CO2": 4, "N2": 8, "O2": 11}
 _PLANT_KEY = {"N2": "n2", "Air": "air", "O2": "o2", "CO2": "co2"}
 
 
 class PlantLinkModel:
-    """A :class:`~simulators.devices.link.PlantLink` backed by the plant and sensor models.
+    """A :class:`~simulators.devices.link.SiteLink` backed by the plant and sensor models.
 
     Args:
         vessel: Physics of the reactor's vessel.
         clock: Time the plant follows (scaled wall clock or a test's stepped clock).
         seed: Sensor-noise seed.
-        relay_roles: Relay index -> role (``heater``, ``harvest_pump``) as wired on the site.
+        relay_roles: Relay index -> role (``heater``, ``harvest_pump``) as wired on the site;
+            simulator factories add to it through :meth:`wire_relay`.
     """
 
     def __init__(
@@ -141,6 +132,25 @@ class PlantLinkModel:
         self.catch_up()
         self.relays[index] = on
 
+    # SiteLink ----------------------------------------------------------------------------
+    def wire_relay(self, index: int, role: str) -> None:
+        """Relay ``index`` drives ``role`` (a ``heater`` relay heats at full power when on)."""
+        self.relay_roles[index] = role
+
+    def wire_heater(self, power_w: Callable[[], float]) -> None:
+        """A heater power stage: the plant heats with ``power_w()`` W."""
+        self.heater_source = power_w
+
+
+class SimFactory(Protocol):
+    """What a device kind's ``simulator`` path names: config -> wire-level simulator."""
+
+    def __call__(
+        self, cfg: Any, link: SiteLink, clock: Clock
+    ) -> ModbusDeviceSim | AsciiInstrumentSim:
+        """The simulator of device entry ``cfg``, fed by (and wired into) ``link``."""
+        ...
+
 
 @dataclass(slots=True)
 class Served:
@@ -197,60 +207,31 @@ def _link_path(target: str, path: str, sim: SiteSim) -> None:
     sim.links_made.append(where)
 
 
+@functools.cache
+def simulator_factory(path: str) -> SimFactory:
+    """Resolve a registry entry's ``"package.module:Class.factory"`` path.
+
+    Raises:
+        ValueError: The path is empty or does not name a callable.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not (module_name and attribute):
+        raise ValueError(f"simulator path {path!r} is not 'package.module:attribute'")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"simulator path {path!r} names {target!r}, which is not callable")
+    return cast("SimFactory", target)
+
+
 def _device_sim(
-    cfg: DeviceConfig, link: PlantLinkModel, clock: Clock
+    cfg: DeviceModel, link: SiteLink, clock: Clock
 ) -> ModbusDeviceSim | AsciiInstrumentSim:
-    if isinstance(cfg, LuminOxConfig):
-        return LuminOxSim(link, clock=clock)
-    if isinstance(cfg, GssConfig):
-        return GssSim(link, clock=clock, multiplier=cfg.expected_multiplier or 10)
-    if isinstance(cfg, AlicatSerialConfig | AlicatModbusConfig):
-        gas = GAS_OF_ROLE[cfg.role]
-        if isinstance(cfg, AlicatSerialConfig):
-            return AlicatAsciiSim(
-                link,
-                gas,
-                unit_id=cfg.unit_id,
-                full_scale=cfg.full_scale_lpm,
-                gas=ALICAT_GAS_NUMBER[gas],
-                clock=clock,
-            )
-        return AlicatModbusSim(
-            link,
-            gas,
-            unit=cfg.unit,
-            full_scale=cfg.full_scale_lpm,
-            gas=ALICAT_GAS_NUMBER[gas],
-            clock=clock,
-        )
-    if isinstance(cfg, Gmp25xConfig):
-        return GmpSim(link, unit=cfg.unit, clock=clock)
-    if isinstance(cfg, HmpConfig):
-        return HmpSim(link, unit=cfg.unit, clock=clock)
-    if isinstance(cfg, Pt100Config):
-        return Pt100Sim(
-            link,
-            unit=cfg.unit,
-            channels=max(4, cfg.channel + 1),
-            sources={cfg.channel: link.temp_c},
-            clock=clock,
-        )
-    if isinstance(cfg, RelayBoardConfig):
-        return RelayBoardSim(link, unit=cfg.unit, channels=cfg.channels, clock=clock)
-    getters = {
-        "o2": link.o2_pct,
-        "o2_secondary": link.o2_pct,
-        "co2": link.co2_pct,
-        "co2_secondary": link.co2_pct,
-        "temperature": link.temp_c,
-        "temperature_secondary": link.temp_c,
-    }
-    sources = {point: getters[role] for role, point in cfg.roles.items() if role in getters}
-    reg = RegisterMapSim(cfg.map, sources, unit=cfg.unit, clock=clock)
-    heater_point = cfg.roles.get("heater")
-    if heater_point is not None:
-        link.heater_source = lambda: reg.written.get(heater_point, 0.0)
-    return reg
+    kind = kind_of(cfg)
+    if not kind.simulator:
+        raise ValueError(f"device '{cfg.name}': driver '{cfg.driver}' has no simulator")
+    return simulator_factory(kind.simulator)(cfg, link, clock)
 
 
 async def serve_site(site: SiteConfig, vessel: Vessel, clock: Clock, seed: int = 0) -> SiteSim:
@@ -259,7 +240,7 @@ async def serve_site(site: SiteConfig, vessel: Vessel, clock: Clock, seed: int =
     by_bus: dict[str, list[ModbusDeviceSim]] = {}
     by_line: dict[str, list[AsciiInstrumentSim]] = {}
     for reactor in site.reactors:
-        link = PlantLinkModel(vessel, clock, seed, _relay_roles(reactor))
+        link = PlantLinkModel(vessel, clock, seed)
         sim.links[reactor.id] = link
         for cfg in reactor.devices:
             dev = _device_sim(cfg, link, clock)
@@ -278,14 +259,6 @@ async def serve_site(site: SiteConfig, vessel: Vessel, clock: Clock, seed: int =
     for served in sim.served:
         served.where = f"{served.where} -> {places[served.where]}"
     return sim
-
-
-def _relay_roles(reactor: ReactorConfig) -> dict[int, str]:
-    roles: dict[int, str] = {}
-    for cfg in reactor.devices:
-        if isinstance(cfg, RelayBoardConfig):
-            roles.update({index: role for role, index in cfg.outputs.items()})
-    return roles
 
 
 async def _serve_bus(

@@ -8,7 +8,8 @@ Definitions (docs/recipes.md, "What the summary measures"):
   and stays inside for ``SETTLE_S`` (or until the phase ends or a door opens, if sooner).
 * ``bang_bang_min_s``: the physical minimum for the same transition, from the true O2 at the start
   to the band edge, with the vessel's maximum N2 flow, the CO2 flow needed to hold the phase's CO2
-  and the leak (controller.process.bang_bang_descent_s), computed on the plant's true parameters.
+  and the leak (controller.core.process.bang_bang_descent_s), computed on the plant's true
+  parameters.
 * ``undershoot_pct``: how far the *chamber* (true) O2 fell below the set point during the ramp and
   the settle window; a noisy sensor's minimum is not an undershoot (the measured figure is
   reported too, as ``undershoot_measured_pct``).
@@ -22,8 +23,8 @@ import math
 import statistics
 from typing import Any
 
-from controller.process import bang_bang_descent_s
-from controller.recipe import Phase
+from controller.core.process import bang_bang_descent_s
+from controller.core.recipe import Phase
 from simulators.twin import TwinResult
 
 METRIC_BAND_PCT = 0.1

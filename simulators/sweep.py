@@ -15,8 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from controller.config_errors import ConfigError, ConfigErrorList, validate_model
-from controller.recipe import Phase, Recipe, check_feasible
+from common.config_errors import ConfigError, ConfigErrorList, validate_model
+from controller.core.recipe import Phase, Recipe, check_feasible
 from simulators.summary import METRIC_BAND_PCT, o2_metrics
 from simulators.twin import DoorOpening, _time_limit_s, run_twin
 from simulators.vessel import Vessel

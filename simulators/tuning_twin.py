@@ -1,4 +1,4 @@
-"""The digital twin as a :class:`controller.autotune.TuningPlant`, and autotuning on it.
+"""The digital twin as a :class:`controller.engineering.autotune.TuningPlant`, and autotuning on it.
 
 :class:`TwinTuningPlant` is the plant + sensors of :mod:`simulators.twin` without a recipe: the
 autotune session decides the commands, :meth:`TwinTuningPlant.apply` advances the physics one
@@ -12,11 +12,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from controller.autotune import LOOP_NAMES, AutotuneSession, LoopName, run_autotune
-from controller.process import ProcessModel
-from controller.reactor import Actuation, ControllerTuning
-from controller.recipe import Harvest, Phase, PhaseEnd, Recipe
-from controller.recipe_engine import Measured
+from controller.core.process import ProcessModel
+from controller.core.reactor import Actuation, ControllerTuning
+from controller.core.recipe import Harvest, Phase, PhaseEnd, Recipe
+from controller.core.recipe_engine import Measured
+from controller.engineering.autotune import LOOP_NAMES, AutotuneSession, LoopName, run_autotune
 from simulators.plant import Plant
 from simulators.summary import o2_metrics
 from simulators.twin import _Sensors, run_twin

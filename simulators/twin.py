@@ -12,10 +12,10 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.process import ProcessModel
-from controller.reactor import ControllerTuning, ReactorController
-from controller.recipe import PhaseEnd, Recipe
-from controller.recipe_engine import Event, Measured, RecipeEngine
+from controller.core.process import ProcessModel
+from controller.core.reactor import ControllerTuning, ReactorController
+from controller.core.recipe import PhaseEnd, Recipe
+from controller.core.recipe_engine import Event, Measured, RecipeEngine
 from simulators.plant import Plant
 from simulators.sensors import SensorModel
 from simulators.vessel import Vessel
@@ -130,7 +130,7 @@ def run_twin(
     """Run ``recipe`` on ``vessel`` to the end (or the time limit) and return what happened.
 
     Args:
-        recipe: A recipe already checked with :func:`controller.recipe.check_feasible`.
+        recipe: A recipe already checked with :func:`controller.core.recipe.check_feasible`.
         vessel: The plant's physics; the controller gets :meth:`Vessel.process_model`.
         seed: Seed for sensor noise (runs are reproducible bit for bit).
         doors: Door openings to inject.

@@ -1,4 +1,4 @@
-"""Vessel files: the physical parameters of a chamber or bioreactor (plant-and-control.md §E).
+"""Vessel files: the physical parameters of a chamber or bioreactor (docs/physics.md §E).
 
 A vessel file is TOML validated by :class:`Vessel`. The reference vessels ship inside this package
 (``simulators/vessels/*.toml``); a user-defined vessel is any file with the same schema.
@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.config_errors import ConfigError, load_toml_model, validate_model
-from controller.process import LiquidModel, ProcessModel
+from common.config_errors import ConfigError, load_toml_model, validate_model
+from controller.core.process import LiquidModel, ProcessModel
 
 
 class _Strict(BaseModel):

@@ -3,6 +3,7 @@ simulated over its real wire protocol, the service and the plant on one stepped 
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -12,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from controller.app import RecipeSource, Service, build_service
-from controller.clock import CycleClock, SteppedClock
-from controller.recipe_engine import Event
-from controller.service import ReactorRunner
-from controller.site import SiteConfig, load_site
+from controller.core.recipe_engine import Event
+from controller.service.app import Service, build_service
+from controller.service.clock import CycleClock, SteppedClock
+from controller.service.recipe_source import RecipeSource
+from controller.service.runner import ReactorRunner
+from controller.service.site import SiteConfig, load_site
 from simulators.site_sim import SiteSim, serve_site
 from simulators.vessel import load_vessel
 
@@ -39,11 +41,29 @@ role = "o2_secondary"
 """
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, never handed out before in this process.
+
+    Chosen below the kernel's ephemeral range (32768-60999 on Linux), so an outgoing connection
+    of another test cannot take it as its local port between this check and the server's bind.
+    """
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20_000, 32_000)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    msg = "no free port in 20000-32000"
+    raise RuntimeError(msg)
 
 
 def site_file(

@@ -6,11 +6,11 @@ import statistics
 
 import pytest
 
-from controller.gas import GasFlows, O2Loop
-from controller.loops import LoopMode, LoopTuning
-from controller.reactor import ReactorController
-from controller.recipe import Phase, Recipe
-from controller.recipe_engine import Measured
+from controller.core.gas import GasFlows, O2Loop
+from controller.core.loops import LoopMode, LoopTuning
+from controller.core.reactor import ReactorController
+from controller.core.recipe import Phase, Recipe
+from controller.core.recipe_engine import Measured
 from simulators.summary import summarize
 from simulators.twin import SERIES_COLUMNS, DoorOpening, TwinResult, run_twin
 from simulators.vessel import load_vessel
@@ -122,7 +122,7 @@ def test_door_opening_recovers_time_optimally() -> None:
     after = [(ti, x) for ti, x in zip(t, true, strict=True) if ti >= closed]
     peak = max(x for _, x in after[:120])
     back = next(ti for ti, x in after if ti > closed + 60 and abs(x - 1.0) <= 0.2)
-    from controller.process import bang_bang_descent_s
+    from controller.core.process import bang_bang_descent_s
 
     model = vessel.process_model()
     t_min = bang_bang_descent_s(model, peak / 100, 1.2 / 100, 0.05)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.gas_forecast import (
+from controller.core.process import X_AIR_O2, bang_bang_descent_s, co2_ratio_lpm, steady_n2_lpm
+from controller.engineering.gas_forecast import (
     Cylinder,
     CylinderForecast,
     RunPosition,
@@ -15,7 +16,6 @@ from controller.gas_forecast import (
     forecast_cylinders,
     plan_segments,
 )
-from controller.process import X_AIR_O2, bang_bang_descent_s, co2_ratio_lpm, steady_n2_lpm
 from simulators.tuning_twin import hold_recipe
 from simulators.twin import SERIES_COLUMNS, run_twin
 from simulators.vessel import load_vessel

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.exposure import ExposureClock
-from controller.recipe import Harvest, Phase, Recipe
-from controller.recipe_engine import Measured, RecipeEngine
+from controller.core.exposure import ExposureClock
+from controller.core.recipe import Harvest, Phase, Recipe
+from controller.core.recipe_engine import Measured, RecipeEngine
 from simulators.twin import DoorOpening, run_twin
 from simulators.vessel import load_vessel
 from tests.conftest import hold_recipe

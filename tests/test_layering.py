@@ -1,5 +1,9 @@
-"""Layering (ophyd-async style): runtime code never imports simulators or test helpers;
-drivers know nothing of control."""
+"""Layering (ophyd-async style): runtime code never imports simulators, the CLI, benchmarks or
+test helpers; drivers know nothing of control.
+
+An AST check that needs no tool, beside the finer import-linter contracts of pyproject.toml
+(tests/test_import_contracts.py); it also covers bench/, which is not a package.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_FORBIDDEN = {"simulators", "tests", "hypoxia", "bench"}
 FORBIDDEN = {
-    "controller": {"simulators", "tests", "hypoxia"},
-    "drivers": {"simulators", "tests", "hypoxia", "controller"},
-    "simulators": {"tests", "hypoxia"},
+    "common": RUNTIME_FORBIDDEN | {"telemetry", "drivers", "controller", "recorder"},
+    "telemetry": RUNTIME_FORBIDDEN | {"drivers", "controller", "recorder"},
+    "controller": RUNTIME_FORBIDDEN | {"recorder"},
+    "drivers": RUNTIME_FORBIDDEN | {"controller", "telemetry", "recorder"},
+    "recorder": RUNTIME_FORBIDDEN | {"controller", "drivers"},
+    "simulators": {"tests", "hypoxia", "bench"},
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from controller.audit import AuditTrail
+from controller.service.audit import AuditTrail
 from tests.servers import Mosquitto
 from tests.service_kit import ROOT, site_file
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from controller.process import X_AIR_O2, descent_time_s, steady_n2_lpm
+from controller.core.process import X_AIR_O2, descent_time_s, steady_n2_lpm
 from simulators.plant import Plant
 from simulators.sensors import SensorModel
 from simulators.vessel import SensorSection, Vessel, load_vessel

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiomqtt
 
-from controller.site import load_site
+from controller.service.site import load_site
 from recorder.gaps import ReplayPolicy
 from recorder.service import Recorder
 

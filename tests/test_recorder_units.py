@@ -10,8 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from controller.site import load_site
-from controller.telemetry_config import SqliteStore
+from controller.service.site import load_site
 from hypoxia.cli_record import record
 from recorder.gaps import GapTracker, ReplayPolicy, SeqState
 from recorder.intake import Accepted, Intake, Refused
@@ -19,6 +18,7 @@ from recorder.points import Point
 from recorder.service import Recorder
 from recorder.spool import Spool
 from recorder.stores import Sqlite
+from telemetry.config import SqliteStore
 from tests.test_recorder_kit import SITE, TOPIC_ROOT, Stream, site_file
 
 SQLITE = 'kind = "sqlite"'

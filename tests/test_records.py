@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import AuditTrail
-from controller.journal import RunJournal
-from controller.reactor import ReactorController
-from controller.recipe_engine import Event, Measured, RecipeEngine
+from controller.core.reactor import ReactorController
+from controller.core.recipe_engine import Event, Measured, RecipeEngine
+from controller.service.audit import AuditTrail
+from controller.service.journal import RunJournal
 from simulators.plant import Plant
 from simulators.twin import _Sensors
 from simulators.vessel import load_vessel

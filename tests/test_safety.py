@@ -3,11 +3,17 @@ the wire)."""
 
 from __future__ import annotations
 
-from controller.alarms import Alarm, AlarmState, Priority
-from controller.loops import LoopMode
-from controller.reactor import Actuation
-from controller.recipe import Phase
-from controller.safety import CycleView, Interlocks, SafetyLimits, alarm_conditions, build_alarms
+from controller.core.alarms import Alarm, AlarmState, Priority
+from controller.core.loops import LoopMode
+from controller.core.reactor import Actuation
+from controller.core.recipe import Phase
+from controller.core.safety import (
+    CycleView,
+    Interlocks,
+    SafetyLimits,
+    alarm_conditions,
+    build_alarms,
+)
 
 
 def _state(alarm: Alarm) -> AlarmState:

@@ -305,7 +305,7 @@ async def test_hold_and_restart(tmp_path: Path) -> None:
 async def test_streaming_o2_sensor_going_silent_reads_stale_and_alarms(tmp_path: Path) -> None:
     """Stale (too old), not bad: a LuminOx in streaming mode stops streaming. Real time here,
     because a streaming sensor paces itself (one line a second)."""
-    from controller.clock import ScaledClock
+    from controller.service.clock import ScaledClock
     from tests.service_kit import site_file
 
     site = site_file(tmp_path)

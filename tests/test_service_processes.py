@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from controller.audit import AuditTrail
-from controller.journal import RunJournal
+from controller.service.audit import AuditTrail
+from controller.service.journal import RunJournal
 from tests.service_kit import ROOT, site_file
 
 SPEED = "30"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.audit import AuditTrail
+from controller.service.audit import AuditTrail
 from tests.cli import hypoxia
 from tests.service_kit import ROOT, site_file
 
@@ -76,7 +76,7 @@ def test_bad_site_file_names_the_field(case: str, tmp_path: Path) -> None:
 def test_example_site_is_valid() -> None:
     result = hypoxia("devices", "read", "--help")
     assert result.returncode == 0
-    from controller.site import load_site
+    from controller.service.site import load_site
 
     site = load_site(ROOT / "examples/sites/sim.toml")
     drivers = {d.driver for r in site.reactors for d in r.devices}

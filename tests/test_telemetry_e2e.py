@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from controller.journal import RunJournal
+from controller.service.journal import RunJournal
 from tests.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.service_kit import ROOT, site_file
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from controller.autotune import AutotuneSession, run_autotune
-from controller.loop_analysis import IntegratorModel, fit_integrator, margins, simc_pi
-from controller.loops import LoopTuning
-from controller.process import ProcessModel
-from controller.reactor import Actuation, ControllerTuning, ReactorController
-from controller.recipe_engine import Measured
-from controller.tuning_file import load_tuning, tuning_toml
+from controller.core.loops import LoopTuning
+from controller.core.process import ProcessModel
+from controller.core.reactor import Actuation, ControllerTuning, ReactorController
+from controller.core.recipe_engine import Measured
+from controller.engineering.autotune import AutotuneSession, run_autotune
+from controller.engineering.loop_analysis import IntegratorModel, fit_integrator, margins, simc_pi
+from controller.engineering.tuning_file import load_tuning, tuning_toml
 from hypoxia.cli_tuning import tuning_app
 from simulators.tuning_twin import autotune_on_twin, operating_phase, verify_on_twin
 from simulators.vessel import load_vessel

@@ -1,6 +1,6 @@
 """What the Alicat ASCII and Modbus drivers share: gas table, status codes, units, sample type.
 
-Reference: device-protocols.md §4.1-4.2; Alicat Serial Primer (gas numbers, App. C) and the
+Reference: docs/protocols.md §4.1-4.2; Alicat Serial Primer (gas numbers, App. C) and the
 2023 "Standard Devices" manual (status flags).
 """
 

@@ -1,6 +1,6 @@
 """Alicat mass-flow controller over Modbus RTU or TCP (firmware with the 2023 register map).
 
-Reference: device-protocols.md §4.2; Alicat "Standard Devices" user manual, Modbus RTU chapter
+Reference: docs/protocols.md §4.2; Alicat "Standard Devices" user manual, Modbus RTU chapter
 (https://manualshive.com/en/manual/halma/alicat-scientific-m-series/3461533?page=34, p.35 for
 special commands). Manual register numbers are 1-based; wire address = number - 1. Floats are
 big-endian, most-significant word first (ABCD). Writes use FC16 only.
@@ -9,7 +9,11 @@ big-endian, most-significant word first (ABCD). Writes use FC16 only.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
     DEFAULT_BAD_STATUS,
     GAS_NUMBERS,
@@ -20,11 +24,11 @@ from drivers.alicat.common import (
     apply_status,
     gas_number,
 )
-from drivers.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32
 from drivers.errors import DriverError, ProtocolError, WriteVerifyError
 from drivers.quality import Stamper, ValidRange
 from drivers.reading import Reading
+from drivers.registry import MixerRole, OnBus, RoleSet, Transports
 from drivers.transport.modbus import ModbusHub
 from drivers.units import DEG_C, LPM, PSIA
 
@@ -80,7 +84,7 @@ def status_codes(flags: int) -> frozenset[str]:
 class AlicatModbus:
     """Alicat mass-flow controller on Modbus (RTU or TCP), 2023 register map.
 
-    Reference: Alicat Standard Devices manual (Modbus chapter), device-protocols.md §4.2.
+    Reference: Alicat Standard Devices manual (Modbus chapter), docs/protocols.md §4.2.
 
     A poll is two transactions: the 11-register block at 1199 (gas, status, P, T, flows) and the
     setpoint at 1009. Special commands write ``[command id, argument]`` to 999-1000 with FC16;
@@ -162,6 +166,10 @@ class AlicatModbus:
         """Mass flow, standard L/min."""
         return (await self.read()).flow_lpm
 
+    async def read_all(self) -> dict[str, Reading]:
+        """The mass flow (``hypoxia devices read``)."""
+        return {"flow_lpm": await self.read_flow_lpm()}
+
     async def set_flow_lpm(self, lpm: float) -> None:
         """Write the setpoint (float ABCD at 1009) and verify by reading it back.
 
@@ -221,3 +229,23 @@ class AlicatModbus:
                 f"{self.name}: special command {command}({argument}) failed: "
                 f"{result} {RESULT_CODES[result]}"
             )
+
+
+class AlicatModbusConfig(OnBus):
+    """Alicat mass-flow controller over Modbus RTU/TCP."""
+
+    driver: Literal["alicat_modbus"]
+    role: MixerRole
+    full_scale_lpm: float = Field(gt=0, le=10_000)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatModbus:
+        """An :class:`AlicatModbus` serving its mixer role."""
+        mfc = AlicatModbus(
+            self.hub(transports),
+            self.unit,
+            full_scale_lpm=self.full_scale_lpm,
+            name=self.name,
+            clock=clock,
+        )
+        roles.mixers[self.role] = mfc
+        return mfc

@@ -1,6 +1,6 @@
 """Alicat mass-flow controller over the ASCII serial protocol (CR-terminated lines).
 
-Reference: device-protocols.md §4.1; Alicat serial tutorial
+Reference: docs/protocols.md §4.1; Alicat serial tutorial
 (https://www.alicat.com/knowledge-base/how-to-issue-serial-commands/) and the real poll capture
 ``A +014.62 +021.89 +000.00 +000.00 +078.95     N2`` (GraysonBellamy/alicatlib fixtures).
 Default 19200 8N1, unit ids A-Z on one line, commands and replies end in CR only.
@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Literal
 
+from pydantic import Field
+
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
     DEFAULT_BAD_STATUS,
     GAS_NUMBERS,
@@ -21,10 +25,10 @@ from drivers.alicat.common import (
     apply_status,
     gas_number,
 )
-from drivers.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import DriverError, ProtocolError, WriteVerifyError
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
+from drivers.registry import MixerRole, OnLine, RoleSet, Transports
 from drivers.transport.serial_line import LineMatcher, SerialLine
 from drivers.units import DEG_C, LPM, PSIA
 
@@ -88,7 +92,7 @@ def parse_frame(
 class AlicatSerial:
     """Alicat MC-series mass-flow controller on an ASCII serial line (CR framing).
 
-    Reference: Alicat serial primer / tutorial, device-protocols.md §4.1.
+    Reference: Alicat serial primer / tutorial, docs/protocols.md §4.1.
 
     Commands used: poll (``A``), setpoint (``AS <value>``), gas select (``AG <n>``), hold valve
     at current position (``AHP``), hold closed (``AHC``), cancel hold (``AC``). Every command that
@@ -173,6 +177,10 @@ class AlicatSerial:
         """Mass flow, standard L/min."""
         return (await self.read()).flow_lpm
 
+    async def read_all(self) -> dict[str, Reading]:
+        """The mass flow (``hypoxia devices read``)."""
+        return {"flow_lpm": await self.read_flow_lpm()}
+
     async def set_flow_lpm(self, lpm: float) -> None:
         """Set the mass-flow setpoint and verify it in the returned frame.
 
@@ -227,3 +235,24 @@ class AlicatSerial:
         sample, _ = await self._command(command)
         if sample.held != held:
             raise WriteVerifyError(self.name, "valve hold", held, sample.held)
+
+
+class AlicatSerialConfig(OnLine):
+    """Alicat mass-flow controller over ASCII serial."""
+
+    driver: Literal["alicat_serial"]
+    role: MixerRole
+    unit_id: str = Field(default="A", pattern=r"^[A-Z]$")
+    full_scale_lpm: float = Field(gt=0, le=10_000)
+
+    def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatSerial:
+        """An :class:`AlicatSerial` (one unit id on a shared line) serving its mixer role."""
+        mfc = AlicatSerial(
+            self.serial_line(transports),
+            self.unit_id,
+            clock=clock,
+            full_scale_lpm=self.full_scale_lpm,
+            name=self.name,
+        )
+        roles.mixers[self.role] = mfc
+        return mfc

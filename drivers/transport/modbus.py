@@ -16,14 +16,14 @@ Failure handling, sized for a ~1 s control cycle:
   with pymodbus's TCP client and RTU framing rather than through pyserial, whose ``socket://``
   handler blocks the event loop for 0.3 s on every close.
 * **Per bus**: when the connection is lost, the next request reconnects; failed opens back off
-  exponentially (non-blocking deadline, see :class:`drivers.transport.backoff.Backoff`).
+  exponentially (non-blocking deadline, see :class:`common.backoff.Backoff`).
   pymodbus's own background reconnect is disabled so that reconnects happen on our clock.
 
 Retry library: :mod:`stamina` is used for the *start-up* wait in :meth:`ModbusHub.connect`
 (blocking is right there). Inside a control cycle we never sleep for a bus, so run-time
 reconnects use a deadline instead of stamina's sleeping retry loop.
 
-pymodbus facts relied on (pymodbus 3.16.1, device-protocols.md §5): ``device_id=`` keyword,
+pymodbus facts relied on (pymodbus 3.16.1, docs/protocols.md §5): ``device_id=`` keyword,
 Modbus exceptions come back as an ``ExceptionResponse`` (not raised), no reply raises
 ``ModbusIOException``, a call while disconnected raises ``ConnectionException``.
 """
@@ -42,15 +42,16 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.backoff import Backoff
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import (
     BusDisconnectedError,
     DeviceTimeoutError,
     ModbusDeviceError,
     ProtocolError,
 )
-from drivers.transport.backoff import Backoff, open_with_retry
 from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
+from drivers.transport.startup import open_with_retry
 
 _LOG = logging.getLogger(__name__)
 

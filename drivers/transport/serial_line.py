@@ -32,10 +32,11 @@ from datetime import datetime
 import serial
 import serial_asyncio_fast
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.backoff import Backoff
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.errors import BusDisconnectedError, DeviceTimeoutError
-from drivers.transport.backoff import Backoff, open_with_retry
 from drivers.transport.settings import SerialLineSettings
+from drivers.transport.startup import open_with_retry
 
 _LOG = logging.getLogger(__name__)
 

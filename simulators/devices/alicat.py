@@ -1,27 +1,36 @@
 """Simulated Alicat mass-flow controllers: ASCII serial (CR) and Modbus (2023 register map).
 
 Flow comes from the :class:`PlantLink` (``flow_lpm(gas_line)``); setpoints and valve holds are
-pushed into it (``set_flow_setpoint_lpm``). Frame layout per device-protocols.md §4.1:
+pushed into it (``set_flow_setpoint_lpm``). Frame layout per docs/protocols.md §4.1:
 ``A +014.62 +021.89 +000.00 +000.00 +078.95     N2`` then status codes. Modbus map per §4.2
 (setpoint float ABCD @1009, gas @1199, status/P/T/flows @1200-1209, commands @999-1000).
 """
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal, Self, cast
 
 from pymodbus.simulator import DataType, SimData
 
-from drivers.alicat.common import GAS_NUMBERS, LPM_PER_UNIT, FlowUnit
-from drivers.alicat.modbus import REG_COMMAND, REG_GAS, REG_SETPOINT, STATUS_BITS
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
+from drivers.alicat.common import GAS_NUMBERS, LPM_PER_UNIT, FlowUnit, gas_number
+from drivers.alicat.modbus import (
+    REG_COMMAND,
+    REG_GAS,
+    REG_SETPOINT,
+    STATUS_BITS,
+    AlicatModbusConfig,
+)
+from drivers.alicat.serial_ascii import AlicatSerialConfig
 from drivers.codec import RegisterType, WordOrder, decode, encode
 from simulators.devices.ascii_port import AsciiInstrumentSim
 from simulators.devices.faults import Faults
-from simulators.devices.link import PlantLink
+from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim, overlaps, put
 
 STANDARD_PSIA = 14.696
+GAS_OF_ROLE = {"n2_mixer": "N2", "air_mixer": "Air", "o2_mixer": "O2", "co2_mixer": "CO2"}
+"""Plant gas line fed by the MFC of each mixer role (calibrated for that gas)."""
 Hold = Literal["current", "closed"] | None
 
 
@@ -147,6 +156,19 @@ class AlicatAsciiSim(AsciiInstrumentSim):
             link, gas_line, self.faults, full_scale=full_scale, flow_unit=flow_unit, gas=gas
         )
 
+    @classmethod
+    def for_config(cls, cfg: AlicatSerialConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``alicat_serial`` entry, on its role's gas line."""
+        gas = GAS_OF_ROLE[cfg.role]
+        return cls(
+            link,
+            gas,
+            unit_id=cfg.unit_id,
+            full_scale=cfg.full_scale_lpm,
+            gas=gas_number(gas),
+            clock=clock,
+        )
+
     def frame(self) -> str:
         """The current data frame."""
         s = self.state
@@ -233,6 +255,19 @@ class AlicatModbusSim(ModbusDeviceSim):
         super().__init__(unit, clock=clock)
         self.state = AlicatState(
             link, gas_line, self.faults, full_scale=full_scale, flow_unit=flow_unit, gas=gas
+        )
+
+    @classmethod
+    def for_config(cls, cfg: AlicatModbusConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``alicat_modbus`` entry, on its role's gas line."""
+        gas = GAS_OF_ROLE[cfg.role]
+        return cls(
+            link,
+            gas,
+            unit=cfg.unit,
+            full_scale=cfg.full_scale_lpm,
+            gas=gas_number(gas),
+            clock=clock,
         )
 
     def build(self) -> list[SimData]:

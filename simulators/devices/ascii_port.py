@@ -17,7 +17,7 @@ import os
 import tty
 from collections.abc import Callable, Sequence
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from simulators.devices.faults import Faults, garble_text
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 
 
 class Faults:

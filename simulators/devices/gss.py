@@ -1,16 +1,19 @@
 """Simulated GSS SprintIR / ExplorIR CO2 sensor (ASCII, CR LF), CO2 from a :class:`PlantLink`.
 
-Wire format per device-protocols.md §2.2: ``K n`` -> ``K 0000n``; ``.`` -> multiplier;
+Wire format per docs/protocols.md §2.2: ``K n`` -> ``K 0000n``; ``.`` -> multiplier;
 ``Z``/``z`` -> filtered/unfiltered count (ppm = count x multiplier); stream line
 ``Z ##### z #####``; unknown commands -> ``?``. Starts streaming (factory default).
 """
 
 from __future__ import annotations
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from typing import Self
+
+from common.clock import DEFAULT_CLOCK, Clock
+from drivers.gss import GssConfig
 from drivers.units import PPM_PER_PCT
 from simulators.devices.ascii_port import AsciiInstrumentSim
-from simulators.devices.link import PlantLink
+from simulators.devices.link import PlantLink, SiteLink
 
 
 class GssSim(AsciiInstrumentSim):
@@ -46,6 +49,11 @@ class GssSim(AsciiInstrumentSim):
         self.mode = 1
         self.mask = 6
         self.filter = 32
+
+    @classmethod
+    def for_config(cls, cfg: GssConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``gss_co2`` entry (its range's multiplier, else 10)."""
+        return cls(link, clock=clock, multiplier=cfg.expected_multiplier or 10)
 
     def _count(self) -> int:
         co2_pct = self.faults.measure("co2_pct", self.link.co2_pct())

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Literal, Protocol
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.transport.modbus import ModbusHub
 from drivers.transport.serial_line import SerialLine
 from drivers.transport.settings import SerialLineSettings

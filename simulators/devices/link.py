@@ -8,6 +8,7 @@ called from inside request handlers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +44,23 @@ class PlantLink(Protocol):
 
     def set_relay(self, index: int, on: bool) -> None:
         """Relay ``index`` (0-based, as wired on the relay board) is now energised or not."""
+        ...
+
+
+@runtime_checkable
+class SiteLink(PlantLink, Protocol):
+    """A :class:`PlantLink` that a simulated site wires its actuators into.
+
+    Simulator factories (``for_config``) call these while the site is being built, before any
+    client connects.
+    """
+
+    def wire_relay(self, index: int, role: str) -> None:
+        """Relay ``index`` drives the actuator of ``role`` (``"heater"``, ``"harvest_pump"``)."""
+        ...
+
+    def wire_heater(self, power_w: Callable[[], float]) -> None:
+        """The heater's power, W, is whatever ``power_w`` returns when the plant advances."""
         ...
 
 

@@ -1,6 +1,6 @@
 """Simulated SST LuminOx O2 sensor (ASCII, CR LF), values from a :class:`PlantLink`.
 
-Wire format per device-protocols.md §1.1: ``M n`` -> ``M 0n``; ``O``/``%``/``T``/``P``/``e``
+Wire format per docs/protocols.md §1.1: ``M n`` -> ``M 0n``; ``O``/``%``/``T``/``P``/``e``
 single values; ``A`` and the 1 Hz stream line ``O xxxx.x T yxx.x P xxxx % xxx.xx e xxxx``;
 unknown commands -> ``E 01``. Starts in streaming mode (factory default).
 """
@@ -8,10 +8,12 @@ unknown commands -> ``E 01``. Starts in streaming mode (factory default).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Self
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
+from drivers.luminox import LuminOxConfig
 from simulators.devices.ascii_port import AsciiInstrumentSim
-from simulators.devices.link import PlantLink
+from simulators.devices.link import PlantLink, SiteLink
 
 
 class LuminOxSim(AsciiInstrumentSim):
@@ -44,6 +46,11 @@ class LuminOxSim(AsciiInstrumentSim):
         self.has_barometer = has_barometer
         self.mode = 0
         self.status = "0000"
+
+    @classmethod
+    def for_config(cls, cfg: LuminOxConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``luminox`` entry."""
+        return cls(link, clock=clock)
 
     def _values(self) -> tuple[float, float, float]:
         o2 = self.faults.measure("o2_pct", self.link.o2_pct())

@@ -4,7 +4,7 @@ Framing is either Modbus TCP (``"socket"``) or **RTU frames over TCP** (``"rtu"`
 connect with the pyserial URL ``socket://host:port``), so RTU framing and CRCs are exercised
 without a serial port. Bind to port 0 and read :attr:`ModbusBusSim.port` afterwards.
 
-pymodbus 3.16 notes (device-protocols.md §5.3): register values are served from each device's
+pymodbus 3.16 notes (docs/protocols.md §5.3): register values are served from each device's
 ``action`` callback (the legacy "update the context" pattern silently does nothing in 3.16);
 requests for unknown unit ids are swallowed here (no reply), as on a real RS-485 line, instead
 of pymodbus's exception 04 which would corrupt other devices' traffic.
@@ -21,7 +21,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
 from simulators.devices.faults import Faults
 

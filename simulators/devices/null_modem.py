@@ -3,7 +3,7 @@
 Bytes written to one slave device come out of the other; baud rate and parity are ignored.
 One end can be given to a simulator (e.g. ``ModbusBusSim(serial_port=a)``) and the other to a
 driver, so the driver's real serial code path (termios, ``add_reader``) is exercised.
-(device-protocols.md §6: opening ``/proc/self/fd/<master>`` does not reach the same pty, hence
+(docs/protocols.md §6: opening ``/proc/self/fd/<master>`` does not reach the same pty, hence
 two pairs and a bridge.)
 """
 

@@ -1,6 +1,6 @@
 """Simulated multi-channel PT100 transmitter (PTA8C04 class, Modbus RTU, int16 x 0.1 degC).
 
-Register map per device-protocols.md §3.2: channel temperatures at wire 0..n-1, resistances at
+Register map per docs/protocols.md §3.2: channel temperatures at wire 0..n-1, resistances at
 32.., configuration at 250..255. Channel 0 follows ``link.temp_c()`` unless other sources are
 given; an open probe reads as a sentinel.
 """
@@ -8,12 +8,14 @@ given; an open probe reads as a sentinel.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Self
 
 from pymodbus.simulator import DataType, SimData
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, encode
-from simulators.devices.link import PlantLink
+from drivers.pt100 import Pt100Config
+from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim, put
 
 
@@ -51,6 +53,17 @@ class Pt100Sim(ModbusDeviceSim):
         self.sources: dict[int, Callable[[], float]] = dict(sources or {0: link.temp_c})
         self.open_channels: set[int] = set()
         self.open_sentinel = 0x8000
+
+    @classmethod
+    def for_config(cls, cfg: Pt100Config, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``pt100`` entry: its channel follows the plant."""
+        return cls(
+            link,
+            unit=cfg.unit,
+            channels=max(4, cfg.channel + 1),
+            sources={cfg.channel: link.temp_c},
+            clock=clock,
+        )
 
     def build(self) -> list[SimData]:
         """Temperatures, resistances, corrections and configuration."""

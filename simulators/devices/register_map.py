@@ -9,12 +9,14 @@ offset, so a map can be round-tripped through the real driver.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Self
 
 from pymodbus.simulator import DataType, SimData
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import decode, encode
-from drivers.register_map import RegisterKind, RegisterMap, RegisterPoint
+from drivers.register_map import RegisterKind, RegisterMap, RegisterMapConfig, RegisterPoint
+from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim, put
 
 _FC_KIND = {
@@ -57,6 +59,21 @@ class RegisterMapSim(ModbusDeviceSim):
         self.sources = dict(sources or {})
         self.raw_overrides: dict[str, int] = {}
         self.written: dict[str, float] = {}
+
+    @classmethod
+    def for_config(cls, cfg: RegisterMapConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``register_map`` entry.
+
+        Points mapped to sensor roles follow the plant; power written to a ``heater`` point
+        heats it.
+        """
+        getters = _sensor_getters(link)
+        sources = {point: getters[role] for role, point in cfg.roles.items() if role in getters}
+        sim = cls(cfg.map, sources, unit=cfg.unit, clock=clock)
+        heater_point = cfg.roles.get("heater")
+        if heater_point is not None:
+            link.wire_heater(lambda: sim.written.get(heater_point, 0.0))
+        return sim
 
     def _span(self, kind: RegisterKind) -> tuple[int, int] | None:
         points = [p for p in self.map.points if p.kind is kind]
@@ -117,3 +134,15 @@ class RegisterMapSim(ModbusDeviceSim):
                     self.written[p.name] = float(raw) * p.scale + p.offset
                 return None
         return 2
+
+
+def _sensor_getters(link: PlantLink) -> dict[str, Callable[[], float]]:
+    """What each sensor role measures on the plant."""
+    return {
+        "o2": link.o2_pct,
+        "o2_secondary": link.o2_pct,
+        "co2": link.co2_pct,
+        "co2_secondary": link.co2_pct,
+        "temperature": link.temp_c,
+        "temperature_secondary": link.temp_c,
+    }

@@ -1,16 +1,19 @@
 """Simulated Modbus relay board (Waveshare-style coils), states pushed to the :class:`PlantLink`.
 
-FC01 reads relay states, FC05/FC15 switch them (device-protocols.md §4.4). The vendor's FC05
+FC01 reads relay states, FC05/FC15 switch them (docs/protocols.md §4.4). The vendor's FC05
 toggle value 0x5500 is not emulated: pymodbus decodes any non-zero value as ON before the
-simulator sees it (verified, device-protocols.md §4.4).
+simulator sees it (verified, docs/protocols.md §4.4).
 """
 
 from __future__ import annotations
 
+from typing import Self
+
 from pymodbus.simulator import DataType, SimData
 
-from drivers.clock import DEFAULT_CLOCK, Clock
-from simulators.devices.link import PlantLink
+from common.clock import DEFAULT_CLOCK, Clock
+from drivers.relay_board import RelayBoardConfig
+from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim
 
 
@@ -34,6 +37,13 @@ class RelayBoardSim(ModbusDeviceSim):
         self.link = link
         self.channels = channels
         self.states = [False] * channels
+
+    @classmethod
+    def for_config(cls, cfg: RelayBoardConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``relay_board`` entry; its outputs are wired."""
+        for role, index in cfg.outputs.items():
+            link.wire_relay(index, role)
+        return cls(link, unit=cfg.unit, channels=cfg.channels, clock=clock)
 
     def build(self) -> tuple[list[SimData], ...]:
         """Coils 0..n-1 (current states, so a restarted server keeps them); dummy other tables."""

@@ -1,6 +1,6 @@
 """Simulated Vaisala GMP251/GMP252 CO2 probe and HMP humidity/temperature probe (Modbus RTU).
 
-Register maps per device-protocols.md §2.1 / §3.1: floats least-significant word first;
+Register maps per docs/protocols.md §2.1 / §3.1: floats least-significant word first;
 measurements read-only; configuration writable with FC16 only (FC06 -> exception 01); missing
 data is NaN / 0x8000, not an exception; undefined addresses -> exception 02. The GMP also serves
 the Vaisala test registers (0x1F00 int16 -12345, 0x1F01 float -123.45) for word-order checks.
@@ -9,14 +9,20 @@ the Vaisala test registers (0x1F00 int16 -12345, 0x1F01 float -123.45) for word-
 from __future__ import annotations
 
 import math
+from typing import Self
 
 from pymodbus.simulator import DataType, SimData
 
-from drivers.clock import DEFAULT_CLOCK, Clock
+from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode
 from drivers.units import PPM_PER_PCT
-from drivers.vaisala import GMP_STATUS, GMP_VOLATILE_O2_COMPENSATION
-from simulators.devices.link import PlantLink
+from drivers.vaisala import (
+    GMP_STATUS,
+    GMP_VOLATILE_O2_COMPENSATION,
+    Gmp25xConfig,
+    HmpConfig,
+)
+from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim, overlaps, put
 
 _F32 = RegisterType.FLOAT32
@@ -64,6 +70,11 @@ class GmpSim(ModbusDeviceSim):
         self.o2_compensation_pct = 0.0
         self._ready_at = clock.monotonic() + warmup_s
         self._warmup_s = warmup_s
+
+    @classmethod
+    def for_config(cls, cfg: Gmp25xConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``vaisala_gmp25x`` entry."""
+        return cls(link, unit=cfg.unit, clock=clock)
 
     def build(self) -> list[SimData]:
         """Measurement, integer, configuration, status and test register blocks."""
@@ -137,6 +148,11 @@ class HmpSim(ModbusDeviceSim):
         self.link = link
         self.rh_pct = 85.0
         self.not_available = False
+
+    @classmethod
+    def for_config(cls, cfg: HmpConfig, link: SiteLink, clock: Clock) -> Self:
+        """The simulator of a site file's ``vaisala_hmp`` entry."""
+        return cls(link, unit=cfg.unit, clock=clock)
 
     def build(self) -> list[SimData]:
         """RH, T, dew point floats (6 registers)."""

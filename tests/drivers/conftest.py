@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from simulators.devices.harness import AsciiFactory, ModbusFactory, ascii_harness, modbus_harness
 from simulators.devices.link import StaticPlantLink
 

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from common.clock import ManualClock
 from drivers.alicat import AlicatModbus, AlicatSerial
-from drivers.clock import ManualClock
 from drivers.errors import ProtocolError, WriteVerifyError
 from drivers.reading import Quality
 from simulators.devices.alicat import AlicatAsciiSim, AlicatModbusSim, AlicatState

@@ -11,16 +11,16 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 import drivers
+from common.backoff import Backoff
+from common.clock import Clock, ManualClock, SystemClock
 from drivers.alicat import AlicatModbus, AlicatSerial
 from drivers.base import CO2Sensor, FlowController, O2Sensor, TemperatureSensor
-from drivers.clock import Clock, ManualClock, SystemClock
 from drivers.errors import DeviceTimeoutError, ModbusDeviceError, WriteVerifyError
 from drivers.gss import GssCO2
 from drivers.luminox import LuminOx
 from drivers.pt100 import Pt100Transmitter
 from drivers.quality import Stamper, ValidRange, aged
 from drivers.reading import Quality
-from drivers.transport.backoff import Backoff
 from drivers.transport.modbus import ModbusHub
 from drivers.transport.serial_line import SerialLine
 from drivers.transport.settings import (

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from common.clock import ManualClock
 from drivers.alicat import AlicatModbus, AlicatSerial
-from drivers.clock import ManualClock
 from drivers.gss import GssCO2
 from drivers.luminox import LuminOx
 from drivers.pt100 import Pt100Transmitter

@@ -1,4 +1,4 @@
-"""Golden frames from device-protocols.md decode exactly, end to end through the drivers.
+"""Golden frames from docs/protocols.md decode exactly, end to end through the drivers.
 
 A scripted TCP peer answers byte-exact requests with byte-exact responses (RTU over TCP), so
 these tests pin both what the drivers put on the wire and how they decode the reply.
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pymodbus.framer import FramerRTU
 
+from common.clock import ManualClock
 from drivers.alicat.serial_ascii import AlicatSerial
-from drivers.clock import ManualClock
 from drivers.codec import RegisterType, WordOrder, decode, encode
 from drivers.luminox import LuminOx
 from drivers.reading import Quality

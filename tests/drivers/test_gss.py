@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from drivers.gss import GssCO2
 from drivers.reading import Quality
 from simulators.devices.gss import GssSim

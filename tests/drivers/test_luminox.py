@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from drivers.luminox import LuminOx, LuminOxSample
 from drivers.reading import Quality
 from drivers.transport.serial_line import Line

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from drivers.errors import BusDisconnectedError, DeviceTimeoutError, ModbusDeviceError
 from drivers.pt100 import Pt100Transmitter
 from drivers.reading import Quality

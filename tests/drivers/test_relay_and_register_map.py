@@ -7,8 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
+from common.clock import ManualClock
 from drivers.base import SwitchedOutput
-from drivers.clock import ManualClock
 from drivers.errors import WriteVerifyError
 from drivers.reading import Quality
 from drivers.register_map import ModbusRegisterDevice, RegisterMap, RegisterPoint, plan_reads

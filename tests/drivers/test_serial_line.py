@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from drivers.errors import BusDisconnectedError, DeviceTimeoutError
 from drivers.transport.serial_line import Line, SerialLine
 from drivers.transport.settings import SerialLineSettings

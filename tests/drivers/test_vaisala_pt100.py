@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from drivers.clock import ManualClock
+from common.clock import ManualClock
 from drivers.errors import ModbusDeviceError, WriteVerifyError
 from drivers.pt100 import Pt100Transmitter
 from drivers.reading import Quality

@@ -1,0 +1,231 @@
+"""The controller's MQTT link (aiomqtt): outbox pump, retained state, commands, replays.
+
+* Connects with a last will (``controller/status`` = ``lost``, retained) and publishes ``online``;
+  a clean shutdown publishes ``offline``, so "lost" and "stopped" are told apart.
+* Pumps the journal's outbox in sequence order; a message is marked published only after the
+  broker's PUBACK (QoS 1). Nothing is lost while the broker is away: the outbox keeps growing and
+  drains on reconnect.
+* Publishes each reactor's retained ``state`` on connect and whenever it changes.
+* Answers replay requests from recorders by re-publishing held messages with ``"replay": true``.
+* Receives commands on ``.../{reactor}/cmd/{user}``: the user comes from the topic (the broker's
+  ACL makes it authentic), the reactor from the topic; exactly one result is published on
+  ``.../cmd_result/{user}`` per command, whatever arrives.
+
+Reconnects back off (1 s doubling to 30 s) on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import aiomqtt
+
+from common.backoff import Backoff
+from controller.service.clock import CycleClock
+from controller.service.commands import MAX_COMMAND_BYTES, CommandProcessor
+from controller.service.journal import RunJournal
+from controller.service.runner import ReactorRunner
+from telemetry.client import client_for
+from telemetry.config import BrokerConfig
+from telemetry.messages import dumps
+from telemetry.topics import Topics
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 5_000
+"""Messages read from the outbox at a time when serving a replay."""
+REPLAY_MAX = 1_000_000
+"""Longest range one replay request is served for."""
+REPLAY_QUEUE = 200
+"""Replay requests waiting at most; more are dropped (recorders repeat their requests)."""
+
+
+class MqttLink:
+    """One MQTT connection for all reactors of a controller process."""
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        topics: Topics,
+        journal: RunJournal,
+        runners: dict[str, ReactorRunner],
+        processor: CommandProcessor,
+        clock: CycleClock,
+    ) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.journal = journal
+        self.runners = runners
+        self.processor = processor
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()  # set when the outbox has been fully published
+        self.connected = asyncio.Event()
+        self.connected_once = False
+        self.published = 0
+        self._state_sent: dict[str, int] = {}
+
+    def notify(self) -> None:
+        """A cycle has put messages in the outbox."""
+        self.idle.clear()
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected (with backoff) until ``stop`` is set; publish ``offline`` then."""
+        backoff = Backoff(self.clock, initial_s=1.0, max_s=30.0)
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff.succeeded()
+            except Exception as exc:  # MQTT errors, and anything unexpected: reconnect, never die
+                if self.connected_once:
+                    backoff.succeeded()  # a good connection was lost: start the backoff afresh
+                delay = backoff.failed()
+                self.connected_once = False
+                self.connected.clear()
+                log.warning(
+                    "MQTT %s:%s: %s; retrying in %.0f s",
+                    self.broker.host,
+                    self.broker.port,
+                    exc,
+                    delay,
+                )
+                stopper = asyncio.ensure_future(stop.wait())
+                sleeper = asyncio.ensure_future(
+                    self.clock.sleep_until(self.clock.monotonic() + delay)
+                )
+                await asyncio.wait({stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                sleeper.cancel()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        will = aiomqtt.Will(self.topics.controller_status, b"lost", qos=1, retain=True)
+        async with client_for(
+            self.broker, f"hypoxia-controller-{self.topics.site}", will
+        ) as client:
+            await client.publish(self.topics.controller_status, b"online", qos=1, retain=True)
+            await client.subscribe(self.topics.commands, qos=1)
+            await client.subscribe(self.topics.replay_request, qos=1)
+            self._state_sent.clear()
+            self.connected.set()
+            self.connected_once = True
+            replays: asyncio.Queue[bytes] = asyncio.Queue(maxsize=REPLAY_QUEUE)
+            listener = asyncio.create_task(self._listen(client, replays))
+            replayer = asyncio.create_task(self._serve_replays(client, replays))
+            try:
+                while not stop.is_set():
+                    await self._publish_states(client)
+                    await self._pump(client)
+                    if listener.done():
+                        listener.result()  # re-raise a lost connection
+                    self.wake.clear()
+                    waiter = asyncio.ensure_future(self.wake.wait())
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait(
+                        {waiter, stopper, listener}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiter.cancel()
+                    stopper.cancel()
+                await self._pump(client)
+                await client.publish(self.topics.controller_status, b"offline", qos=1, retain=True)
+            finally:
+                for task in (listener, replayer):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await task
+                self.connected.clear()
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish every unacknowledged outbox message, oldest first, marking each on PUBACK."""
+        while batch := self.journal.unpublished(500):
+            for message in batch:
+                await client.publish(message.topic, message.payload.encode(), qos=1)
+                self.journal.mark_published(message.reactor, message.seq)
+                self.published += 1
+        self.idle.set()
+
+    async def _publish_states(self, client: aiomqtt.Client) -> None:
+        for rid, runner in self.runners.items():
+            if self._state_sent.get(rid) != runner.state_version:
+                payload = dumps(runner.state_message()).encode()
+                await client.publish(self.topics.state(rid), payload, qos=1, retain=True)
+                self._state_sent[rid] = runner.state_version
+
+    async def _listen(self, client: aiomqtt.Client, replays: asyncio.Queue[bytes]) -> None:
+        """Handle commands as they come; hand replay requests to their own task.
+
+        A long backfill must not delay an operator's abort. A full replay queue drops the request:
+        recorders ask again.
+        """
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = (
+                message.payload
+                if isinstance(message.payload, bytes)
+                else str(message.payload).encode()
+            )
+            try:
+                if topic == self.topics.replay_request:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        replays.put_nowait(payload)
+                    continue
+                parsed = self.topics.parse_command(topic)
+                if parsed is not None:
+                    await self._command(client, parsed[0], parsed[1], payload)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: reconnect
+            except Exception:  # one bad message must not end the link
+                log.exception("MQTT message on %s could not be handled", topic)
+
+    async def _command(
+        self, client: aiomqtt.Client, reactor: str, user: str, payload: bytes
+    ) -> None:
+        request_id: Any = None
+        data: dict[str, Any] | bytes = payload
+        if len(payload) <= MAX_COMMAND_BYTES:
+            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                decoded = json.loads(payload)
+                if isinstance(decoded, dict):
+                    request_id = decoded.pop("request_id", None)
+                    data = decoded
+        result = self.processor.handle(
+            data, source=f"mqtt:{user}", forced={"reactor": reactor, "user": user}
+        ).as_dict()
+        reply = {"v": 1, "request_id": request_id, **result}
+        await client.publish(
+            self.topics.command_result(reactor, user), dumps(reply).encode(), qos=1
+        )
+        self.wake.set()
+
+    async def _serve_replays(self, client: aiomqtt.Client, replays: asyncio.Queue[bytes]) -> None:
+        """Serve replay requests one after another, beside the command listener."""
+        while True:
+            payload = await replays.get()
+            try:
+                await self._replay(client, payload)
+            except aiomqtt.MqttError:
+                return  # the connection is gone; the session reconnects
+            except Exception:  # a bad request never ends replay service
+                log.exception("replay request %r could not be served", payload[:200])
+
+    async def _replay(self, client: aiomqtt.Client, payload: bytes) -> None:
+        try:
+            req = json.loads(payload)
+            reactor, first, last = str(req["reactor"]), int(req["from_seq"]), int(req["to_seq"])
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+            log.warning("ignoring malformed replay request %r", payload[:200])
+            return
+        first, last = max(1, first), min(last, first + REPLAY_MAX)
+        while first <= last:  # in pages, so a long backfill is served whole
+            page = self.journal.replay(reactor, first, last, limit=REPLAY_PAGE)
+            if not page:
+                return
+            for held in page:
+                message = json.loads(held.payload)
+                message["replay"] = True
+                await client.publish(held.topic, dumps(message).encode(), qos=1)
+            first = page[-1].seq + 1

@@ -1,0 +1,550 @@
+"""One reactor's run in the service: the read -> check -> control -> actuate -> record cycle.
+
+:class:`ReactorRunner` owns its reactor's state — the recipe engine, the controller, alarms,
+interlocks, operator overrides and the safe state — and is the only code that changes it. Operator
+commands reach it as typed intents (:mod:`controller.service.intents`): checked read-only by
+:meth:`ReactorRunner.plan` when they arrive, applied by :meth:`ReactorRunner.apply_command` between
+two cycles.
+
+Isolation: every device call has a deadline inside the cycle and never raises into the cycle; a
+silent instrument turns into an untrusted reading for its own reactor only. A watchdog per reactor
+(:mod:`controller.service.watchdog`) puts every actuator in its safe state if the cycle stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from common.config_errors import ConfigError
+from controller.core.alarms import Alarm, AlarmSet
+from controller.core.monitor import PurgeWatch, SettleTracker
+from controller.core.reactor import Actuation, ReactorController
+from controller.core.recipe import Phase, Recipe, check_feasible
+from controller.core.recipe_engine import Event, Measured, PhaseState, RecipeEngine
+from controller.core.safety import CycleView, Interlocks, alarm_conditions, build_alarms
+from controller.service import resume as resume_policy
+from controller.service import watchdog as cycle_watchdog
+from controller.service.actuators import ActuatorWriter
+from controller.service.audit import AuditTrail
+from controller.service.clock import CycleClock
+from controller.service.intents import (
+    Abort,
+    Acknowledge,
+    Command,
+    ConfirmHarvest,
+    Hold,
+    Note,
+    Plan,
+    QueuedCommand,
+    Refused,
+    Restart,
+    SetSetpoint,
+    Shelve,
+    StateIntent,
+    Stop,
+)
+from controller.service.journal import OutboxMessage, RunJournal, RunRecord
+from controller.service.shaping import Snapshot, TelemetryShaper, reading_dict
+from controller.service.site import ReactorConfig
+from drivers.catalog import RoleSet
+from drivers.reading import Reading
+from telemetry.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CYCLE_DEADLINE_SHARE = 0.8
+"""Share of the control period a device read or write may take before it counts as failed."""
+
+ENDED = (PhaseState.STOPPED, PhaseState.ABORTED, PhaseState.COMPLETE)
+
+
+class ReactorRunner:
+    """Runs one reactor's active run until it completes, is stopped or aborted.
+
+    Args:
+        config: The reactor's site configuration.
+        roles: Its instruments by role.
+        journal: The site's run journal.
+        audit: The site's audit trail.
+        clock: Injected time.
+        topics: MQTT topic names of the site (messages go to the outbox; None: no MQTT).
+        notify: Called after every cycle (wakes the MQTT link).
+    """
+
+    def __init__(
+        self,
+        config: ReactorConfig,
+        roles: RoleSet,
+        journal: RunJournal,
+        audit: AuditTrail,
+        clock: CycleClock,
+        topics: Topics | None = None,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.roles = roles
+        self.journal = journal
+        self.audit = audit
+        self.clock = clock
+        self.topics = topics
+        self.notify = notify
+        self.period_s = config.process.control_period_s
+        self.controller = ReactorController(config.process, config.tuning)
+        self.alarms: AlarmSet = build_alarms(config.limits)
+        self.interlocks = Interlocks(config.limits)
+        self.engine: RecipeEngine | None = None
+        self.recipe: Recipe | None = None
+        self.run: RunRecord | None = None
+        self.snapshot = Snapshot()
+        self.overrides: dict[str, float] = {}
+        self.data_gap_s = 0.0
+        self.heartbeat = 0.0
+        self.safe_state = False
+        self.commands: asyncio.Queue[QueuedCommand] = asyncio.Queue()
+        self.finished = False  # the cycle task has ended: no command can act any more
+        deadline_s = CYCLE_DEADLINE_SHARE * self.period_s
+        self.outputs = ActuatorWriter(roles, timeout_s=deadline_s, safe_timeout_s=self.period_s)
+        self.shaper = TelemetryShaper(config.id, topics, journal.next_seq(config.id))
+        self.settled = SettleTracker()
+        self.purge = PurgeWatch(
+            config.process, self.controller.o2.dead_time_s, config.limits.supply_check_s
+        )
+
+    @property
+    def seq(self) -> int:
+        """The next MQTT sequence number of this reactor."""
+        return self.shaper.seq
+
+    @property
+    def state_version(self) -> int:
+        """Bumped whenever what the retained state message shows has changed."""
+        return self.shaper.state_version
+
+    # ------------------------------------------------------------------------- start / resume
+    def start(self, recipe: Recipe, recipe_toml: str, sha256: str) -> str:
+        """Start a new run of ``recipe``; raises ``ConfigError`` if the vessel cannot do it."""
+        check_feasible(recipe, self.config.process, "recipe", self.config.id)
+        now = self.clock.utc()
+        run_id = self.journal.start_run(self.config.id, recipe.name, sha256, recipe_toml, now)
+        self.run = self.journal.run(run_id)
+        self.recipe = recipe
+        self.engine = RecipeEngine(recipe)
+        events = self.engine.start(0.0)
+        self.controller.apply_phase(self.phase)
+        self.journal.commit_cycle(
+            run_id,
+            now,
+            0.0,
+            self.engine.snapshot(),
+            self._controller_state(),
+            events,
+            self._outbox(now, events, telemetry=False),
+        )
+        self.audit.append(
+            now,
+            "system",
+            "service",
+            "run_start",
+            self.config.id,
+            None,
+            {"run_id": run_id, "recipe": recipe.name, "sha256": sha256},
+        )
+        return run_id
+
+    def resume(self, run: RunRecord, recipe: Recipe) -> list[Event]:
+        """Resume ``run`` from its last checkpoint under the reactor's restart policy."""
+        ckpt = self.journal.checkpoint(run.run_id)
+        if ckpt is None:
+            msg = f"run {run.run_id} has no checkpoint to resume from"
+            raise RuntimeError(msg)
+        self.run, self.recipe = run, recipe
+        engine = self.engine = RecipeEngine.restore(recipe, ckpt.engine)
+        state = ckpt.controller
+        self.controller.apply_phase(self.phase)
+        self.controller.restore(state["controller"])
+        self.alarms.restore(state.get("alarms", {}))
+        self.overrides = dict(state.get("overrides", {}))
+        now = self.clock.utc()
+        self.data_gap_s = max(0.0, (now - ckpt.utc).total_seconds())
+        self.journal.record_outage(run.run_id, ckpt.utc, now)
+        policy = self.config.restart
+        t = self.run_t_s()
+        events = [
+            resume_policy.resumed_event(
+                t, run.run_id, policy, self.data_gap_s, ckpt.run_t_s, engine
+            )
+        ]
+        held, self.safe_state = resume_policy.apply_policy(policy, engine, t)
+        events += held
+        self.audit.append(
+            now,
+            "system",
+            "service",
+            "run_resume",
+            self.config.id,
+            None,
+            {"run_id": run.run_id, "policy": policy, "outage_s": self.data_gap_s},
+        )
+        return events
+
+    @property
+    def phase(self) -> Phase | None:
+        """The current phase with operator set-point overrides applied."""
+        phase = self.engine.phase if self.engine else None
+        if phase is None or not self.overrides:
+            return phase
+        return phase.model_copy(update=self.overrides)
+
+    def run_t_s(self) -> float:
+        """Seconds since the run started (simulated UTC, so outages count)."""
+        if self.run is None:
+            return 0.0
+        return (self.clock.utc() - self.run.started_utc).total_seconds()
+
+    def _controller_state(self) -> dict[str, Any]:
+        return {
+            "controller": self.controller.snapshot(),
+            "alarms": self.alarms.snapshot(),
+            "overrides": self.overrides,
+            "wall_utc": self.clock.wall_utc().isoformat(),
+        }
+
+    # ------------------------------------------------------------------------------ the cycle
+    async def run_forever(self, initial_events: list[Event] | None = None) -> str:
+        """Cycle until the run ends; return its final status.
+
+        An unexpected error ends the cycle loop in a known state: it is logged, every actuator is
+        put in its safe state and the status is ``failed``.
+        """
+        pending = list(initial_events or [])
+        next_tick = self.clock.monotonic()
+        try:
+            while True:
+                await self.clock.sleep_until(next_tick)
+                next_tick += self.period_s
+                while not self.commands.empty():
+                    pending += self.apply_command(self.commands.get_nowait())
+                status = await self.cycle(pending)
+                pending = []
+                if status != "active":
+                    return status
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reactor %s: control cycle failed; outputs to safe state", self.config.id)
+            await self.safe_outputs()
+            return "failed"
+        finally:
+            self.finished = True
+
+    async def cycle(self, events: list[Event]) -> str:
+        """One read -> check -> control -> actuate -> record cycle; return the run status."""
+        engine, run = self.engine, self.run
+        if engine is None or run is None:
+            return "idle"
+        readings = await self._read_all()
+        read_utc = self.clock.utc()
+        trusted = {role: (r.value if r.trusted else None) for role, r in readings.items()}
+        measured = Measured(
+            o2_pct=trusted.get("o2"),
+            co2_pct=trusted.get("co2"),
+            temp_c=trusted.get("temperature"),
+            do_pct=trusted.get("do"),
+        )
+        t = self.run_t_s()
+        index = engine.index
+        events += engine.step(t, self.period_s, measured)
+        if engine.index != index:
+            self.overrides = {}
+            self.controller.apply_phase(self.phase)
+            self.settled.reset()
+        act = self.controller.step(self.period_s, measured, engine.pump_on)
+        self.settled.update(self.phase, measured)
+        expected = self.purge.update(t, self.controller.o2.mode, measured.o2_pct)
+        view = self._view(t, measured, readings, expected)
+        act, lock_events = self.interlocks.apply(view, act)
+        events += lock_events
+        if self.safe_state:  # restart policy "safe": outputs off until an operator restarts
+            act = Actuation.safe()
+        events += await self.outputs.write(t, act)
+        events += self.alarms.update(t, alarm_conditions(view, self.config.limits, self.alarms))
+        self.data_gap_s = 0.0
+        self._record(t, readings, act, engine)
+        self.journal.commit_cycle(
+            run.run_id,
+            self.clock.utc(),
+            t,
+            engine.snapshot(),
+            self._controller_state(),
+            events,
+            self._outbox(read_utc, events, telemetry=True),
+        )
+        self.shaper.track(self.phase, engine, self.alarms)
+        if self.notify is not None:
+            self.notify()
+        self.heartbeat = self.clock.monotonic()
+        if engine.finished:
+            self.journal.finish_run(run.run_id, "complete", self.clock.utc())
+            await self.safe_outputs()
+            return "complete"
+        if engine.state in (PhaseState.STOPPED, PhaseState.ABORTED):
+            self.journal.finish_run(run.run_id, engine.state.value, self.clock.utc())
+            await self.safe_outputs()
+            return engine.state.value
+        return "active"
+
+    async def _read_all(self) -> dict[str, Reading]:
+        """Every sensor role, plus each mixer's measured flow as ``<role>_flow``."""
+        sources = dict(self.roles.readers)
+        sources.update(
+            {f"{role}_flow": mixer.read_flow_lpm for role, mixer in self.roles.mixers.items()}
+        )
+        names = sorted(sources)
+        results = await asyncio.gather(*(self._read(sources[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def _read(self, read: Callable[[], Awaitable[Reading]]) -> Reading:
+        try:
+            return await asyncio.wait_for(read(), timeout=CYCLE_DEADLINE_SHARE * self.period_s)
+        except Exception as exc:  # a faulty instrument degrades its own reading only
+            reason = "no answer within the cycle" if isinstance(exc, TimeoutError) else repr(exc)
+            return Reading.bad("", reason, self.clock.monotonic(), self.clock.utc())
+
+    def _view(
+        self, t: float, m: Measured, readings: dict[str, Reading], expected: float | None
+    ) -> CycleView:
+        """What safety sees of this cycle (read-only: the trackers were updated before)."""
+        engine, reached = self.engine, self.settled.reached
+        secondary = readings.get("o2_secondary")
+        o2 = readings.get("o2")
+        pending = {name: rec.at_s for name, rec in engine.pending.items()} if engine else {}
+        n2_flow = readings.get("n2_mixer_flow")
+        last = self.outputs.last
+        return CycleView(
+            now_s=t,
+            phase=self.phase,
+            o2_pct=m.o2_pct,
+            co2_pct=m.co2_pct,
+            temp_c=m.temp_c,
+            o2_mode=self.controller.o2.mode,
+            o2_settled=reached["o2"],
+            co2_settled=reached["co2"],
+            temp_settled=reached["temp"],
+            o2_secondary_pct=secondary.value if secondary and secondary.trusted else None,
+            o2_quality_reason=o2.reason if o2 else "no O2 sensor",
+            n2_set_lpm=last.n2_lpm if last else 0.0,
+            n2_actual_lpm=n2_flow.value if n2_flow is not None and n2_flow.trusted else None,
+            purge_expected_pct=expected,
+            pending_harvests=pending,
+            data_gap_s=self.data_gap_s,
+        )
+
+    async def safe_outputs(self) -> None:
+        """Every actuator to its safe state: mixers at zero, heater off, pump off."""
+        await self.outputs.safe_outputs()
+
+    def _record(
+        self, t: float, readings: dict[str, Reading], act: Actuation, engine: RecipeEngine
+    ) -> None:
+        phase = engine.phase
+        self.snapshot = Snapshot(
+            run_t_s=t,
+            utc=self.clock.utc().isoformat(),
+            phase=phase.name if phase else None,
+            phase_state=engine.state.value,
+            readings={role: reading_dict(r) for role, r in readings.items()},
+            actuation=act.as_dict(),
+            exposure_s=engine.clock.exposure_s if engine.clock else 0.0,
+            harvests=[h.as_dict() for h in engine.harvests],
+        )
+
+    def _outbox(self, utc: Any, events: list[Event], *, telemetry: bool) -> list[OutboxMessage]:
+        """This cycle's MQTT messages with fresh sequence numbers (events, then telemetry)."""
+        active = sum(1 for a in self.alarms.alarms.values() if a.active)
+        return self.shaper.outbox(
+            utc,
+            self.run.run_id if self.run else None,
+            events,
+            self.phase,
+            self.snapshot if telemetry else None,
+            active,
+        )
+
+    def state_message(self) -> dict[str, Any]:
+        """The retained ``state`` message of this reactor now."""
+        return self.shaper.state_message(
+            self.clock.utc(),
+            self.run.run_id if self.run else None,
+            self.phase,
+            self.engine,
+            self.alarms,
+        )
+
+    # ------------------------------------------------------------------------------ watchdog
+    async def watchdog(self, stall_s: float) -> None:
+        """Put every actuator in its safe state whenever the cycle has stalled for ``stall_s``."""
+        await cycle_watchdog.guard(
+            self.config.id, self.clock, lambda: self.heartbeat, self.safe_outputs, stall_s
+        )
+
+    # ------------------------------------------------------------------------------ intents
+    def plan(self, intent: Command) -> Plan:
+        """Check an intent against this reactor's state now; return what it will change.
+
+        Read-only. Raises :class:`Refused` with the reason when the intent cannot apply.
+        """
+        engine = self.engine
+        if engine is None:
+            raise Refused(f"no run is active on {self.config.id}")
+        match intent:
+            case SetSetpoint():
+                return self._plan_setpoint(intent)
+            case Acknowledge():
+                return Plan(self._alarm(intent.alarm).state.value, "acknowledged")
+            case Shelve():
+                return Plan(self._alarm(intent.alarm).state.value, "shelved")
+            case ConfirmHarvest():
+                if intent.harvest not in engine.pending:
+                    raise Refused(
+                        f"harvest '{intent.harvest}' is not awaiting confirmation "
+                        f"(awaiting: {', '.join(sorted(engine.pending)) or 'none'})"
+                    )
+                return Plan(
+                    None,
+                    {
+                        "harvest": intent.harvest,
+                        "volume_ml": intent.volume_ml,
+                        "container": intent.container,
+                    },
+                )
+            case Note():
+                return Plan(None, intent.text)
+            case Hold():
+                if engine.state is not PhaseState.RUNNING:
+                    raise Refused(f"the phase is {engine.state.value}, not running")
+                return Plan(engine.state.value, "held")
+            case Restart():
+                if engine.state is not PhaseState.HELD and not self.safe_state:
+                    raise Refused(f"the phase is {engine.state.value}, not held")
+                return Plan(engine.state.value, "running")
+            case Stop() | Abort():
+                return Plan(engine.state.value, _final_state(intent).value)
+
+    def _alarm(self, name: str) -> Alarm:
+        alarm = self.alarms.alarms.get(name)
+        if alarm is None:
+            known = ", ".join(sorted(self.alarms.alarms))
+            raise Refused(f"unknown alarm '{name}' (known: {known})")
+        return alarm
+
+    def _plan_setpoint(self, intent: SetSetpoint) -> Plan:
+        phase = self.phase
+        if phase is None:
+            raise Refused("no phase is running")
+        low, high = getattr(self.config.setpoint_limits, intent.variable)
+        if not low <= intent.value <= high:
+            raise Refused(
+                f"{intent.variable} {intent.value} is outside the site limits "
+                f"{low}-{high} for {intent.reactor}"
+            )
+        changed = phase.model_copy(update={intent.variable: intent.value})
+        try:
+            check_feasible(
+                Recipe(name="setpoint change", phases=[changed]),
+                self.config.process,
+                "command",
+                self.config.id,
+            )
+        except ConfigError as exc:
+            raise Refused(exc.problem) from None
+        return Plan(getattr(phase, intent.variable), intent.value)
+
+    def apply_command(self, queued: QueuedCommand) -> list[Event]:
+        """Apply one accepted intent between cycles; a failure is an event, never a dead cycle."""
+        try:
+            return self._apply(queued)
+        except Exception as exc:
+            log.exception("reactor %s: command change failed", self.config.id)
+            return [Event(self.run_t_s(), "command_failed", {"error": repr(exc)})]
+
+    def _apply(self, queued: QueuedCommand) -> list[Event]:
+        intent, engine, t = queued.intent, self.engine, self.run_t_s()
+        if engine is None:
+            return self._not_applied(queued, "no run is active")
+        match intent:
+            case SetSetpoint():
+                return self._set_setpoint(intent, t)
+            case Acknowledge():
+                event = self._alarm(intent.alarm).acknowledge(t)
+                return [event] if event else []
+            case Shelve():
+                return [self._alarm(intent.alarm).shelve(t, t + 60.0 * intent.minutes)]
+            case ConfirmHarvest():
+                return engine.confirm_harvest(
+                    intent.harvest,
+                    t,
+                    by=intent.user,
+                    volume_ml=intent.volume_ml,
+                    container=intent.container,
+                )
+            case Note():
+                return [Event(t, "note", {"user": intent.user, "text": intent.text})]
+            case _:
+                return self._apply_state(queued, intent, engine, t)
+
+    def _apply_state(
+        self, queued: QueuedCommand, intent: StateIntent, engine: RecipeEngine, t: float
+    ) -> list[Event]:
+        """Hold, restart, stop, abort — re-checked now: another command may have come first."""
+        state = engine.state
+        if isinstance(intent, Hold):
+            if state is not PhaseState.RUNNING:
+                return self._not_applied(queued, f"the phase is {state.value}")
+            return engine.hold(t)
+        if isinstance(intent, Restart):
+            if state in ENDED or (state is not PhaseState.HELD and not self.safe_state):
+                return self._not_applied(queued, f"the phase is {state.value}")
+            self.safe_state = False
+            return engine.restart(t)
+        if state in ENDED:
+            return self._not_applied(queued, f"the run has already {state.value}")
+        return engine.end(t, _final_state(intent), intent.reason)
+
+    def _set_setpoint(self, intent: SetSetpoint, t: float) -> list[Event]:
+        phase = self.phase
+        old = getattr(phase, intent.variable) if phase else None
+        self.overrides[intent.variable] = intent.value
+        self.controller.apply_phase(self.phase)
+        self.settled.reset()
+        detail = {
+            "variable": intent.variable,
+            "old": old,
+            "new": intent.value,
+            "user": intent.user,
+            "reason": intent.reason,
+        }
+        return [Event(t, "setpoint_changed", detail)]
+
+    def _not_applied(self, queued: QueuedCommand, why: str) -> list[Event]:
+        """An accepted intent overtaken by another before it could act: audited as refused."""
+        intent = queued.intent
+        self.audit.append(
+            self.clock.utc(),
+            intent.user,
+            queued.role,
+            intent.verb,
+            f"{intent.reactor}/{intent.run_id}",
+            None,
+            None,
+            intent.reason,
+            f"refused: not applied, {why}",
+        )
+        detail = {"verb": intent.verb, "user": intent.user, "why": why}
+        return [Event(self.run_t_s(), "command_not_applied", detail)]
+
+
+def _final_state(intent: Stop | Abort) -> PhaseState:
+    return PhaseState.STOPPED if isinstance(intent, Stop) else PhaseState.ABORTED

@@ -1,0 +1,198 @@
+"""Site file: buses, lines, reactors with their devices and roles, limits, users (docs/site.md).
+
+One TOML file describes a site. Everything is validated before any hardware moves; a problem is
+reported as ``FILE: FIELD: problem; allowed: ...`` (see :mod:`common.config_errors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.config_errors import load_toml_model
+from controller.core.process import ProcessModel
+from controller.core.reactor import ControllerTuning
+from controller.core.safety import SafetyLimits
+from drivers.catalog import DeviceConfig, RegisterMapConfig, device_roles
+from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
+from telemetry.config import BrokerConfig, RecorderConfig
+
+UserRole = Literal["viewer", "operator", "engineer", "admin"]
+
+REQUIRED_ROLES = ("o2", "co2", "temperature", "n2_mixer", "co2_mixer")
+"""Roles every reactor must fill."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SetpointLimits(_Strict):
+    """Range an operator command may set, per variable (site policy, inside physics)."""
+
+    o2_pct: tuple[float, float] = (0.0, 21.0)
+    co2_pct: tuple[float, float] = (0.0, 10.0)
+    temp_c: tuple[float, float] = (30.0, 39.0)
+
+
+class ReactorConfig(_Strict):
+    """One reactor: its nominal process model, devices (by role) and policies.
+
+    Attributes:
+        id: Short id used in topics, journals and commands (lower-case letters, digits, dashes).
+        process: The controller's nominal model of the vessel.
+        restart: What a restarted controller does with an active run: ``resume`` it, ``hold``
+            it (targets kept, no phase progress until an operator restarts it) or go ``safe``
+            (gas and heater off, run held).
+        devices: The instruments, each with its role.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    name: str = ""
+    process: ProcessModel
+    restart: Literal["resume", "hold", "safe"] = "resume"
+    limits: SafetyLimits = SafetyLimits()
+    setpoint_limits: SetpointLimits = SetpointLimits()
+    tuning: ControllerTuning = ControllerTuning()
+    devices: list[DeviceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _roles(self) -> Self:
+        filled: dict[str, str] = {}
+        for device in self.devices:
+            for role in device_roles(device):
+                if role in filled:
+                    msg = (
+                        f"role '{role}' is served by both '{filled[role]}' and "
+                        f"'{device.name}' (allowed: one device per role)"
+                    )
+                    raise ValueError(msg)
+                filled[role] = device.name
+        required = list(REQUIRED_ROLES)
+        if self.process.air_max_lpm > 0:
+            required.append("air_mixer")
+        if self.process.liquid is not None:
+            required.append("do")
+        missing = [r for r in required if r not in filled]
+        if missing:
+            msg = (
+                f"role(s) {', '.join(missing)} missing: no device serves them "
+                f"(every reactor needs {', '.join(required)})"
+            )
+            raise ValueError(msg)
+        return self
+
+
+class UserConfig(_Strict):
+    """A user allowed to command reactors (``reactors = ["*"]`` means all)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    role: UserRole
+    reactors: list[str] = Field(default_factory=lambda: ["*"])
+
+    def may_command(self, reactor: str) -> bool:
+        """True when this user may act on ``reactor``."""
+        return "*" in self.reactors or reactor in self.reactors
+
+
+class SiteConfig(_Strict):
+    """The whole site file."""
+
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    state_dir: Path = Path("var")
+    control_socket: Path | None = None
+    buses: dict[str, ModbusBusSettings] = Field(default_factory=dict)
+    lines: dict[str, SerialLineSettings] = Field(default_factory=dict)
+    reactors: list[ReactorConfig] = Field(min_length=1)
+    users: list[UserConfig] = Field(default_factory=list)
+    broker: BrokerConfig = BrokerConfig(embedded=True)
+    recorder: RecorderConfig = RecorderConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        ids = [r.id for r in self.reactors]
+        if len(set(ids)) != len(ids):
+            msg = "reactor ids must be unique"
+            raise ValueError(msg)
+        self._check_devices()
+        for u in self.users:
+            unknown = [x for x in u.reactors if x != "*" and x not in ids]
+            if unknown:
+                k = self.users.index(u)
+                msg = (
+                    f"@users[{k}].reactors: user '{u.name}' names unknown reactor(s) "
+                    f'{", ".join(unknown)} (allowed: {", ".join(ids)} or "*")'
+                )
+                raise ValueError(msg)
+        return self
+
+    def _check_devices(self) -> None:
+        """Unique names, defined buses and lines, one unit id per bus, known map points."""
+        names: set[str] = set()
+        units: dict[tuple[str, int], str] = {}
+        for i, reactor in enumerate(self.reactors):
+            for j, d in enumerate(reactor.devices):
+                where = f"@reactors[{i}].devices[{j}]"
+                if d.name in names:
+                    msg = f"{where}.name: '{d.name}' is used twice (allowed: unique names)"
+                    raise ValueError(msg)
+                names.add(d.name)
+                bus = getattr(d, "bus", None)
+                line = getattr(d, "line", None)
+                for kind, ref, defined in (("bus", bus, self.buses), ("line", line, self.lines)):
+                    if ref is not None and ref not in defined:
+                        msg = (
+                            f"{where}.{kind}: '{ref}' is not defined (allowed: "
+                            f"{', '.join(sorted(defined)) or 'none defined'})"
+                        )
+                        raise ValueError(msg)
+                if bus is not None:
+                    key = (bus, int(getattr(d, "unit", 0)))
+                    if key in units:
+                        msg = (
+                            f"{where}.unit: devices '{units[key]}' and '{d.name}' both use "
+                            f"unit id {key[1]} on bus '{bus}' (allowed: one unit id per bus)"
+                        )
+                        raise ValueError(msg)
+                    units[key] = d.name
+                if isinstance(d, RegisterMapConfig):
+                    points = {p.name for p in d.map.points}
+                    for role, point in d.roles.items():
+                        if point not in points:
+                            msg = (
+                                f"{where}.roles.{role}: names point '{point}', which the map "
+                                f"does not define (allowed: {', '.join(sorted(points))})"
+                            )
+                            raise ValueError(msg)
+
+    def reactor(self, reactor_id: str) -> ReactorConfig:
+        """The reactor with ``reactor_id``; ``KeyError`` naming the known ids otherwise."""
+        for r in self.reactors:
+            if r.id == reactor_id:
+                return r
+        raise KeyError(
+            f"unknown reactor '{reactor_id}' (known: {', '.join(r.id for r in self.reactors)})"
+        )
+
+    def user(self, name: str) -> UserConfig | None:
+        """A user by name."""
+        return next((u for u in self.users if u.name == name), None)
+
+    @property
+    def socket_path(self) -> Path:
+        """Where ``hypoxia ctl`` finds the running service."""
+        return self.control_socket or self.state_dir / f"{self.site}.sock"
+
+
+def load_site(path: Path) -> SiteConfig:
+    """Load and validate a site file; relative state paths are taken from the file's folder."""
+    site = load_toml_model(path, SiteConfig)
+    base = path.resolve().parent
+    updates: dict[str, Path] = {}
+    if not site.state_dir.is_absolute():
+        updates["state_dir"] = base / site.state_dir
+    if site.control_socket is not None and not site.control_socket.is_absolute():
+        updates["control_socket"] = base / site.control_socket
+    return site.model_copy(update=updates) if updates else site
