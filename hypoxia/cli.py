@@ -96,10 +96,24 @@ def simulate(
     result = run_twin(recipe, vessel_model, seed=seed, doors=doors, record_every_s=record_every)
     summary = summarize(result)
     paths = write_outputs(result, summary, target)
+    paths.update(_twin_record(result, summary, recipe_path, f"{recipe_path.stem}-seed{seed}", target))
     if as_json:
         sys.stdout.write(summary_json(summary) + "\n")
         return
     _print_summary(summary, paths)
+
+
+def _twin_record(
+    result: Any, summary: dict[str, Any], recipe_path: Path, name: str, target: Path
+) -> dict[str, Path]:
+    """``record.html``: the twin run's batch record, in the same format as a service run's."""
+    from controller.service.recipe_source import RecipeSource
+    from records.make import write_record
+    from records.twin import twin_record
+
+    source = RecipeSource.from_file(recipe_path)
+    rec = twin_record(result, summary, f"twin {name}", source.text, source.sha256)
+    return {"record": write_record(rec, target, with_pdf=False)["html"]}
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
@@ -146,7 +160,7 @@ def _print_summary(summary: dict[str, Any], paths: dict[str, Path]) -> None:
     if "ramp" in paths:
         out.print(f"ramp:    {paths['ramp']}")
     out.print(
-        f"plot:    {paths['plot']}\nsummary: {paths['summary']}\n"
+        f"record:  {paths['record']}\nplot:    {paths['plot']}\nsummary: {paths['summary']}\n"
         f"series:  {paths['timeseries']}\nevents:  {paths['events']}"
     )
 
@@ -185,8 +199,10 @@ def vessels() -> None:
 def _register() -> None:
     from hypoxia.cli_devices import devices_app, simulate_devices
     from hypoxia.cli_record import record
+    from hypoxia.cli_records import archive, export, report, runs
     from hypoxia.cli_run import audit_app, ctl_app, run
     from hypoxia.cli_tuning import tuning_app
+    from hypoxia.cli_users import users_app
 
     app.command("simulate-devices")(simulate_devices)
     app.add_typer(devices_app, name="devices")
@@ -194,6 +210,11 @@ def _register() -> None:
     app.command("record")(record)
     app.add_typer(ctl_app, name="ctl")
     app.add_typer(audit_app, name="audit")
+    app.command("report")(report)
+    app.command("runs")(runs)
+    app.command("export")(export)
+    app.command("archive")(archive)
+    app.add_typer(users_app, name="users")
     app.registered_commands += tuning_app.registered_commands
 
 

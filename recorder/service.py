@@ -36,6 +36,7 @@ from recorder.link import ack, payload_bytes, persistent_client, subscriptions
 from recorder.spool import Spool, SpoolBatch, spool_path
 from recorder.stores import Store, StoreRefused, StoreUnavailable, make_store
 from telemetry.config import BrokerConfig, RecorderConfig
+from telemetry.credentials import as_account
 from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Recorder:
     ) -> None:
         self.site = site
         self.config = site.recorder
-        self.broker = site.broker or BrokerConfig()
+        self.broker = as_account(site.broker or BrokerConfig(), site.state_dir, "recorder")
         self.reactors = reactors or self.config.reactors
         # a partition gets its own session and spool: recorders of one site never share an id
         partition = "" if "*" in self.reactors else "-" + "_".join(sorted(self.reactors))

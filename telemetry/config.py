@@ -6,11 +6,22 @@ With no ``[broker]`` section the service starts an embedded broker (zero setup);
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Strict(BaseModel):
@@ -32,7 +43,11 @@ class BrokerConfig(_Strict):
     Attributes:
         embedded: Start an in-process broker (amqtt) on ``host:port`` instead of connecting to
             an external one (the zero-setup default when the site file has no ``[broker]``).
-        host / port: Where the broker listens.
+            It authenticates every client (site users and the service accounts) and applies
+            per-user topic rules (telemetry/embedded_broker.py).
+        allow_anonymous: Embedded broker only: let clients in without a password (no topic
+            rules either). Refused unless the broker listens on a loopback address.
+        host / port: Where the broker listens (the embedded broker binds to ``host``).
         username / password: Credentials; ``password_env`` names an environment variable that
             holds the password instead (keeps secrets out of the site file).
         root: Topic root (``hypoxia/v1``); the site id follows it.
@@ -41,6 +56,7 @@ class BrokerConfig(_Strict):
     """
 
     embedded: bool = False
+    allow_anonymous: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -49,6 +65,20 @@ class BrokerConfig(_Strict):
     root: str = Field(default="hypoxia/v1", pattern=r"^[A-Za-z0-9_\-/]+$")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _closed_unless_loopback(self) -> Self:
+        if self.allow_anonymous and not self.embedded:
+            msg = "allow_anonymous applies to the embedded broker only (allowed: embedded = true)"
+            raise ValueError(msg)
+        if self.allow_anonymous and not is_loopback(self.host):
+            msg = (
+                f"@host: the embedded broker would accept anonymous clients on {self.host}; "
+                "refused (allowed: a loopback address such as 127.0.0.1, or allow_anonymous = "
+                "false so that every client logs in)"
+            )
+            raise ValueError(msg)
+        return self
 
     def resolved_password(self) -> str | None:
         """The password, from the file or from ``password_env``."""

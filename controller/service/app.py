@@ -22,6 +22,7 @@ from common.config_errors import ConfigError, validate_model
 from controller.core.recipe import Recipe
 from controller.core.recipe_engine import Event
 from controller.service.audit import AuditTrail
+from controller.service.broker_access import embedded_broker
 from controller.service.clock import CycleClock, ScaledClock
 from controller.service.commands import CommandProcessor
 from controller.service.journal import RunJournal
@@ -30,7 +31,7 @@ from controller.service.recipe_source import RecipeSource
 from controller.service.runner import ReactorRunner
 from controller.service.site import SiteConfig
 from drivers.catalog import Transports, open_devices
-from telemetry.embedded_broker import EmbeddedBroker
+from telemetry.credentials import as_account
 from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,12 @@ async def run_service(
     """
     server = await _serve_socket(service)
     broker = service.site.broker
-    embedded = EmbeddedBroker(broker) if broker.embedded else None
+    embedded = embedded_broker(service.site) if broker.embedded else None
     if embedded is not None:
         await embedded.start()
     assert service.processor is not None  # noqa: S101 - set by build_service
     link = MqttLink(
-        broker,
+        as_account(broker, service.site.state_dir, "controller"),
         Topics(broker.root, service.site.site),
         service.journal,
         service.runners,

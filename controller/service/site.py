@@ -18,6 +18,7 @@ from controller.core.safety import SafetyLimits
 from drivers.catalog import DeviceConfig, RegisterMapConfig, device_roles
 from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
 from telemetry.config import BrokerConfig, RecorderConfig
+from telemetry.credentials import SERVICE_ACCOUNTS
 
 UserRole = Literal["viewer", "operator", "engineer", "admin"]
 
@@ -88,7 +89,7 @@ class ReactorConfig(_Strict):
 class UserConfig(_Strict):
     """A user allowed to command reactors (``reactors = ["*"]`` means all)."""
 
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     role: UserRole
     reactors: list[str] = Field(default_factory=lambda: ["*"])
 
@@ -107,6 +108,7 @@ class SiteConfig(_Strict):
     lines: dict[str, SerialLineSettings] = Field(default_factory=dict)
     reactors: list[ReactorConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
+    password_file: Path | None = None
     broker: BrokerConfig = BrokerConfig(embedded=True)
     recorder: RecorderConfig = RecorderConfig()
 
@@ -118,6 +120,13 @@ class SiteConfig(_Strict):
             raise ValueError(msg)
         self._check_devices()
         for u in self.users:
+            if u.name in SERVICE_ACCOUNTS:
+                k = self.users.index(u)
+                msg = (
+                    f"@users[{k}].name: '{u.name}' is a service account of the embedded broker "
+                    f"(allowed: any other name than {', '.join(SERVICE_ACCOUNTS)})"
+                )
+                raise ValueError(msg)
             unknown = [x for x in u.reactors if x != "*" and x not in ids]
             if unknown:
                 k = self.users.index(u)
@@ -181,6 +190,11 @@ class SiteConfig(_Strict):
         return next((u for u in self.users if u.name == name), None)
 
     @property
+    def users_file(self) -> Path:
+        """The users' password file (argon2 hashes): ``password_file`` or the state directory's."""
+        return self.password_file or self.state_dir / "users.passwd"
+
+    @property
     def socket_path(self) -> Path:
         """Where ``hypoxia ctl`` finds the running service."""
         return self.control_socket or self.state_dir / f"{self.site}.sock"
@@ -195,4 +209,6 @@ def load_site(path: Path) -> SiteConfig:
         updates["state_dir"] = base / site.state_dir
     if site.control_socket is not None and not site.control_socket.is_absolute():
         updates["control_socket"] = base / site.control_socket
+    if site.password_file is not None and not site.password_file.is_absolute():
+        updates["password_file"] = base / site.password_file
     return site.model_copy(update=updates) if updates else site
