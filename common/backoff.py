@@ -2,9 +2,9 @@
 
 Every reconnect or retry loop uses it: Modbus and serial reconnects (as a *deadline*: a control
 cycle never sleeps waiting for a bus; callers ask :meth:`Backoff.ready` and fail fast until then),
-the controller's MQTT link and the recorder's broker and store reconnects (they sleep
-:meth:`Backoff.failed`'s delay), and the recorder's gap requests. Start-up retries that may block
-(a gateway still booting) use :mod:`stamina` in :mod:`drivers.transport.startup`.
+the start-up wait of buses and lines (:mod:`drivers.transport.startup`, through
+:func:`doubling_delay_s`), the controller's MQTT link and the recorder's broker and store
+reconnects (they sleep :meth:`Backoff.failed`'s delay), and the recorder's gap requests.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ effect by reading back and raise :class:`drivers.errors.WriteVerifyError` on mis
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from drivers.reading import Reading
@@ -100,4 +101,85 @@ class SwitchedOutput(Protocol):
 
     async def read(self) -> bool:
         """Current state as reported by the device."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GasReport:
+    """What a flow controller says it is calibrated for.
+
+    Attributes:
+        gas: Short name of the selected gas (``"N2"``), ``None`` when the reply had none.
+        full_scale_lpm: Full-scale mass flow it reports, standard L/min; ``None`` where the
+            instrument cannot tell (or did not answer the query).
+    """
+
+    gas: str | None
+    full_scale_lpm: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GasCheck:
+    """The outcome of :meth:`GasSelectable.ensure_gas`: what the instrument reported.
+
+    Attributes:
+        device: Device name.
+        where: Its bus or line and address (``"line mfc-rs232, unit B"``).
+        requested: The gas the site file states (``"CO2"``).
+        found: The gas it reported before any change (``None`` if unreadable).
+        reported: The gas it reports after selecting (``None`` if unreadable).
+        selected: True when a select command was sent.
+        full_scale_lpm: Full scale the instrument reports, standard L/min (``None`` if unknown).
+        configured_full_scale_lpm: Full scale from the site file, standard L/min.
+        reason: ``""`` when the instrument runs on the requested gas (and, where it tells, the
+            configured full scale); else ``"<keyword>: <message>"`` with keyword
+            ``gas_mismatch``, ``gas_select_refused``, ``full_scale_mismatch`` or a transport one.
+    """
+
+    device: str
+    where: str
+    requested: str
+    found: str | None
+    reported: str | None
+    selected: bool
+    full_scale_lpm: float | None
+    configured_full_scale_lpm: float
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the flow controller runs on the requested gas."""
+        return not self.reason
+
+    def describe(self) -> str:
+        """One line for logs and ``hypoxia devices read``."""
+        scale = (
+            f"full scale {self.full_scale_lpm:g} L/min"
+            if self.full_scale_lpm is not None
+            else f"full scale not reported (configured {self.configured_full_scale_lpm:g} L/min)"
+        )
+        if not self.ok:
+            return f"{self.device} ({self.where}): {self.reason}"
+        change = f" (selected, was {self.found})" if self.selected else ""
+        return f"{self.device} ({self.where}): {self.reported}{change}, {scale}"
+
+
+@runtime_checkable
+class GasSelectable(Protocol):
+    """A flow controller whose gas calibration can be read back and, where allowed, selected."""
+
+    async def read_gas(self) -> GasReport:
+        """The selected gas and full scale as the instrument reports them.
+
+        Raises:
+            DriverError: The instrument did not answer.
+        """
+        ...
+
+    async def ensure_gas(self, gas: str, *, select: bool = True) -> GasCheck:
+        """Make sure the instrument runs on ``gas``.
+
+        Reads the gas, selects ``gas`` if different (and ``select`` allows), verifies by
+        read-back. Never raises for device faults (the check carries the reason).
+        """
         ...

@@ -15,12 +15,15 @@ Adding an instrument kind: a driver file (driver class with ``read_all``, config
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.modbus import AlicatModbusConfig
 from drivers.alicat.serial_ascii import AlicatSerialConfig
-from drivers.base import Device
+from drivers.base import Device, GasCheck
+from drivers.errors import as_driver_error
 from drivers.gss import GssConfig
 from drivers.luminox import LuminOxConfig
 from drivers.pt100 import Pt100Config
@@ -32,6 +35,7 @@ from drivers.registry import (
     DeviceConfig,
     DeviceKind,
     DeviceModel,
+    GasCheckFn,
     MixerRole,
     OnBus,
     OnLine,
@@ -58,6 +62,8 @@ __all__ = [
     "DeviceConfig",
     "DeviceKind",
     "DeviceModel",
+    "GasCheck",
+    "GasCheckFn",
     "Gmp25xConfig",
     "GssConfig",
     "HmpConfig",
@@ -76,6 +82,7 @@ __all__ = [
     "SetFn",
     "Transports",
     "device_roles",
+    "ensure_gases",
     "kinds",
     "open_devices",
     "read_device",
@@ -114,3 +121,48 @@ def open_devices(
 async def read_device(device: Device) -> dict[str, Reading]:
     """Everything a device can report, by quantity name (``hypoxia devices read``)."""
     return await device.read_all()
+
+
+_LOG = logging.getLogger(__name__)
+
+
+async def ensure_gases(roles: RoleSet, *, timeout_s: float = 5.0) -> dict[str, GasCheck]:
+    """Run every flow controller's gas check of one reactor concurrently (at start).
+
+    Each selects the site file's gas where the instrument and ``gas_select`` allow it and
+    verifies it by read-back. Never raises for device faults: a failed or late check is a
+    :class:`~drivers.base.GasCheck` with a reason. Logs one line per mixer (info when right,
+    error otherwise), naming the device, its bus or line, and what it reports.
+
+    Args:
+        roles: The reactor's instruments (:attr:`~drivers.registry.RoleSet.gas_checks`).
+        timeout_s: Longest wait per check, seconds.
+
+    Returns:
+        Mixer role -> check.
+    """
+
+    async def one(role: str, check: GasCheckFn) -> GasCheck:
+        mfc = roles.mixers.get(role)
+        name = str(getattr(mfc, "name", role))
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await check()
+        except TimeoutError:
+            reason = f"timeout: gas check of {name} did not finish within {timeout_s:g} s"
+        except Exception as exc:
+            reason = as_driver_error(exc, name).reason
+        where = str(getattr(mfc, "where", ""))
+        fs = float(getattr(mfc, "full_scale_lpm", float("nan")))
+        gas = str(getattr(mfc, "expected_gas", None) or "?")
+        return GasCheck(name, where, gas, None, None, False, None, fs, reason)
+
+    items = list(roles.gas_checks.items())
+    results = await asyncio.gather(*(one(role, check) for role, check in items))
+    checks = dict(zip((role for role, _ in items), results, strict=True))
+    for role, check in checks.items():
+        if check.ok:
+            _LOG.info("gas check %s: %s", role, check.describe())
+        else:
+            _LOG.error("gas check %s failed: %s", role, check.describe())
+    return checks

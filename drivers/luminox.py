@@ -7,6 +7,8 @@ library. UART 9600 8N1, commands and replies end in CR LF, fields separated by s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -14,11 +16,11 @@ from typing import Literal
 from pydantic import Field
 
 from common.clock import DEFAULT_CLOCK, Clock
-from drivers.errors import DriverError, ProtocolError
+from drivers.errors import ProtocolError, as_driver_error
 from drivers.quality import Stamp, Stamper, ValidRange, aged
 from drivers.reading import Reading
 from drivers.registry import OnLine, RoleSet, Transports
-from drivers.transport.serial_line import Line, SerialLine
+from drivers.transport.serial_line import Line, SerialLine, first_line_wait_s
 from drivers.units import DEG_C, MBAR, PCT
 
 ERROR_CODES = {
@@ -65,12 +67,16 @@ def parse_line(
     stamp: Stamp,
     stamper: Stamper,
     o2_range: ValidRange = LOX02_O2_RANGE,
+    *,
+    where: str = "",
 ) -> LuminOxSample:
     """Parse a stream or ``A`` reply line, e.g. ``O 0213.1 T +19.3 P 1010 % 020.92 e 0000``.
 
-    Garbled lines give an all-BAD sample (``protocol error``); dashes give BAD ``not available``
-    for that field; ``e`` other than ``0000`` makes every field BAD (``status``).
+    Garbled lines give an all-BAD sample (``protocol_error``); dashes give BAD ``not_available``
+    for that field; ``e`` other than ``0000`` makes every field BAD (``status``). ``where``
+    (``"o2-luminox on line o2-uart"``) prefixes the messages.
     """
+    at = f"{where}: " if where else ""
     fields: dict[str, str] = {}
     tokens = text.split()
     error = ""
@@ -87,20 +93,20 @@ def parse_line(
     if not error and "O" not in fields:
         error = "no O field"
     if error:
-        reason = f"protocol error: {error} in {text!r}"
+        reason = f"protocol_error: {at}{error} in {text!r}"
         return _bad_sample(stamper, reason, stamp)
 
     status = fields.get("e")
-    status_reason = f"status: sensor error e {status}" if status not in (None, "0000") else ""
+    status_reason = f"status: {at}sensor error e {status}" if status not in (None, "0000") else ""
 
     def field(key: str, unit: str, valid: ValidRange) -> Reading:
         raw = fields.get(key)
         if status_reason:
             return stamper.bad(unit, status_reason, at=stamp)
         if raw is None:
-            return stamper.bad(unit, f"not available: no {key} field", at=stamp)
+            return stamper.bad(unit, f"not_available: {at}no {key} field", at=stamp)
         if _DASHES.fullmatch(raw):
-            return stamper.bad(unit, f"not available: {key} field is dashes", at=stamp)
+            return stamper.bad(unit, f"not_available: {at}{key} field is dashes", at=stamp)
         return stamper.value(float(raw), unit, valid, at=stamp)
 
     return LuminOxSample(
@@ -123,7 +129,9 @@ class LuminOx:
 
     In ``"poll"`` mode every :meth:`read` sends ``A`` and parses the reply. In ``"stream"`` mode
     the sensor pushes a line about once per second; :meth:`read` returns the newest line, STALE
-    when it is older than ``max_age_s``. After the line reconnects, the mode is set again.
+    when it is older than ``max_age_s``. The first read after :meth:`start` waits for the first
+    line up to :func:`first_line_wait_s` (one stream period plus margin) instead of reporting
+    BAD at once. After the line reconnects, the mode is set again.
 
     Args:
         line: The serial line (9600 8N1, ``eol`` CR LF).
@@ -132,6 +140,7 @@ class LuminOx:
         clock: Time source.
         max_age_s: Oldest acceptable stream line, seconds.
         o2_range_pct: Valid O2 range, vol-% (LOX-02 measures 0-25 %).
+        stream_period_s: Interval of stream lines, seconds (about 1 s on the LuminOx).
     """
 
     def __init__(
@@ -143,16 +152,27 @@ class LuminOx:
         clock: Clock = DEFAULT_CLOCK,
         max_age_s: float = 3.0,
         o2_range_pct: tuple[float, float] = (0.0, 25.0),
+        stream_period_s: float = 1.0,
     ) -> None:
+        if not stream_period_s > 0:
+            raise ValueError("stream_period_s must be > 0")
         self.line = line
         self.name = name
         self.mode = mode
         self.max_age_s = max_age_s
+        self.stream_period_s = stream_period_s
         self._stamper = Stamper(clock)
         self._o2_range = ValidRange(*o2_range_pct)
         self._started_generation = -1
         self._latest: LuminOxSample | None = None
+        self._first_line = asyncio.Event()
+        self._first_line_deadline = 0.0
         self._unsubscribe = line.subscribe(self._on_line) if mode == "stream" else None
+
+    @property
+    def where(self) -> str:
+        """``"o2-luminox on line o2-uart"``."""
+        return f"{self.name} on {self.line.label}"
 
     async def start(self) -> None:
         """Open the line if needed and set the output mode (``M 0`` stream / ``M 1`` poll).
@@ -163,10 +183,12 @@ class LuminOx:
         await self.line.ensure_open()
         digit = "0" if self.mode == "stream" else "1"
         reply = await self.line.request(f"M {digit}", lambda t: t.startswith(("M ", "E ")))
-        _raise_if_error(reply.text)
+        _raise_if_error(reply.text, self.where)
         if reply.text.strip() != f"M 0{digit}":
-            raise ProtocolError(f"mode echo {reply.text!r}, expected 'M 0{digit}'")
+            raise ProtocolError(f"{self.where}: mode echo {reply.text!r}, expected 'M 0{digit}'")
         self._started_generation = self.line.generation
+        loop = asyncio.get_running_loop()
+        self._first_line_deadline = loop.time() + first_line_wait_s(self.stream_period_s)
 
     async def close(self) -> None:
         """Stop listening to stream lines (the line itself is owned by the caller)."""
@@ -175,19 +197,36 @@ class LuminOx:
             self._unsubscribe = None
 
     async def read(self) -> LuminOxSample:
-        """Newest full sample; never raises for device faults (BAD/STALE readings instead)."""
+        """Newest full sample; never raises (BAD/STALE readings instead).
+
+        In stream mode, a read before the first line waits for it until one stream period plus
+        margin after :meth:`start`.
+        """
         try:
             if self._started_generation != self.line.generation or not self.line.connected:
                 await self.start()
             if self.mode == "poll":
                 reply = await self.line.request("A", _is_report)
-                _raise_if_error(reply.text)
+                _raise_if_error(reply.text, self.where)
                 return self._parse(reply)
-        except DriverError as exc:
-            return self._all_bad(exc.reason)
+            if self._latest is None:
+                await self._wait_first_line()
+        except Exception as exc:
+            return self._all_bad(as_driver_error(exc, self.where).reason)
         if self._latest is None:
-            return self._all_bad("timeout: no stream line received yet")
+            return self._all_bad(
+                f"timeout: no stream line from {self.where} within "
+                f"{first_line_wait_s(self.stream_period_s):g} s of start "
+                f"(stream period {self.stream_period_s:g} s)"
+            )
         return self._aged(self._latest)
+
+    async def _wait_first_line(self) -> None:
+        remaining = self._first_line_deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._first_line.wait()
 
     async def read_o2_pct(self) -> Reading:
         """O2 concentration, vol-% (0-25 on LOX-02)."""
@@ -200,10 +239,11 @@ class LuminOx:
     def _on_line(self, line: Line) -> None:
         if line.text.startswith("O "):
             self._latest = self._parse(line)
+            self._first_line.set()
 
     def _parse(self, line: Line) -> LuminOxSample:
         stamp = Stamp(line.monotonic_s, line.utc)
-        return parse_line(line.text, stamp, self._stamper, self._o2_range)
+        return parse_line(line.text, stamp, self._stamper, self._o2_range, where=self.where)
 
     def _aged(self, sample: LuminOxSample) -> LuminOxSample:
         now = self._stamper.clock.monotonic()
@@ -229,10 +269,10 @@ def _bad_sample(stamper: Stamper, reason: str, stamp: Stamp) -> LuminOxSample:
     )
 
 
-def _raise_if_error(text: str) -> None:
+def _raise_if_error(text: str, where: str) -> None:
     if text.startswith("E "):
         code = text[2:].strip()
-        raise ProtocolError(f"device error E {code} ({ERROR_CODES.get(code, 'unknown')})")
+        raise ProtocolError(f"{where}: device error E {code} ({ERROR_CODES.get(code, 'unknown')})")
 
 
 class LuminOxConfig(OnLine):
@@ -242,6 +282,9 @@ class LuminOxConfig(OnLine):
     role: Literal["o2", "o2_secondary"] = "o2"
     mode: Literal["poll", "stream"] = "poll"
     max_age_s: float = Field(default=3.0, gt=0, le=600)
+    stream_period_s: float = Field(
+        default=1.0, gt=0, le=60, description="interval of stream lines, seconds"
+    )
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> LuminOx:
         """A :class:`LuminOx` on its line, read for the O2 role."""
@@ -251,6 +294,7 @@ class LuminOxConfig(OnLine):
             mode=self.mode,
             clock=clock,
             max_age_s=self.max_age_s,
+            stream_period_s=self.stream_period_s,
         )
         roles.readers[self.role] = lox.read_o2_pct
         return lox

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import INT16_SENTINELS, RegisterType, decode
-from drivers.errors import DriverError
+from drivers.errors import as_driver_error
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
 from drivers.registry import OnBus, RoleSet, Transports
@@ -66,6 +66,11 @@ class Pt100Transmitter:
         self._sentinels = dict(INT16_SENTINELS)
         self._sentinels.update({v & 0xFFFF: f"0x{v & 0xFFFF:04X}" for v in extra_sentinels})
 
+    @property
+    def where(self) -> str:
+        """``"NAME (unit U on bus B)"`` for messages."""
+        return f"{self.name} (unit {self.unit} on {self.hub.label})"
+
     async def start(self) -> None:
         """Nothing to prepare."""
 
@@ -75,8 +80,8 @@ class Pt100Transmitter:
             (raw,) = await self.hub.read_holding_registers(
                 self.unit, self.base_address + self.channel, 1
             )
-        except DriverError as exc:
-            return self._stamper.failed(DEG_C, exc)
+        except Exception as exc:
+            return self._stamper.failed(DEG_C, as_driver_error(exc, self.where))
         return self.convert(raw, self._stamper.now())
 
     async def read_all(self) -> dict[str, Reading]:
@@ -87,7 +92,8 @@ class Pt100Transmitter:
         """Channels 0..count-1 in one transaction (channel-independent of ``self.channel``)."""
         try:
             regs = await self.hub.read_holding_registers(self.unit, self.base_address, count)
-        except DriverError as exc:
+        except Exception as caught:
+            exc = as_driver_error(caught, self.where)
             stamp = self._stamper.now()
             return [self._stamper.failed(DEG_C, exc, at=stamp)] * count
         stamp = self._stamper.now()
@@ -96,7 +102,7 @@ class Pt100Transmitter:
     def convert(self, raw: int, stamp: Stamp) -> Reading:
         """Convert one raw register to a reading (sentinel -> BAD, else int16 x scale)."""
         if raw in self._sentinels:
-            return self._stamper.bad(DEG_C, f"sentinel {self._sentinels[raw]}", at=stamp)
+            return self._stamper.bad(DEG_C, f"sentinel: {self._sentinels[raw]}", at=stamp)
         value = int(decode([raw], RegisterType.INT16)) * self.scale_c
         return self._stamper.value(value, DEG_C, self._range, at=stamp)
 

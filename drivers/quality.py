@@ -77,7 +77,7 @@ class Stamper:
         if valid is not None and value not in valid:
             return Reading.bad(
                 unit,
-                f"out of range: {value:g} {unit} not in [{valid.low:g}, {valid.high:g}]",
+                f"out_of_range: {value:g} {unit} not in [{valid.low:g}, {valid.high:g}]",
                 *_split(stamp),
             )
         return Reading(float(value), unit, Quality.GOOD, stamp.monotonic_s, stamp.utc)

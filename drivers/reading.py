@@ -36,7 +36,9 @@ class Reading:
         quality: Trust flag, see :class:`Quality`.
         monotonic_s: Monotonic clock time of acquisition, seconds.
         utc: Wall-clock time of acquisition (timezone-aware, UTC).
-        reason: Why the quality is not good (empty when good), e.g. ``"sentinel 0x8000"``.
+        reason: Why the quality is not good (empty when good): ``"<keyword>: <message>"``, e.g.
+            ``"sentinel: 0x8000 (not available)"``; the keywords are listed in
+            :data:`drivers.errors.REASON_KEYWORDS`.
     """
 
     value: float
@@ -50,6 +52,14 @@ class Reading:
     def trusted(self) -> bool:
         """True when control may act on this value (good or simulated, and finite)."""
         return self.quality in (Quality.GOOD, Quality.SIMULATED) and math.isfinite(self.value)
+
+    @property
+    def keyword(self) -> str:
+        """The reason's keyword (``"timeout"``, ``"port_not_found"`` ...; ``""`` when good).
+
+        One of :data:`drivers.errors.REASON_KEYWORDS`.
+        """
+        return self.reason.partition(":")[0].strip()
 
     def age_s(self, now_monotonic_s: float) -> float:
         """Seconds since acquisition, measured on the monotonic clock."""

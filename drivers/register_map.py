@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32, register_count
-from drivers.errors import DriverError, WriteVerifyError
+from drivers.errors import WriteVerifyError, as_driver_error
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
 from drivers.registry import OnBus, ReadFn, Role, RoleSet, SetFn, Transports
@@ -223,6 +223,11 @@ class ModbusRegisterDevice:
         self._valid = {p.name: p.valid for p in register_map.points}
 
     @property
+    def where(self) -> str:
+        """``"NAME (unit U on bus B)"`` for messages."""
+        return f"{self.name} (unit {self.unit} on {self.hub.label})"
+
+    @property
     def transactions_per_read(self) -> int:
         """Number of Modbus transactions one :meth:`read_all` performs."""
         return len(self._blocks)
@@ -300,7 +305,8 @@ class ModbusRegisterDevice:
                         self.unit, block.address, block.count
                     )
                 ]
-        except DriverError as exc:
+        except Exception as caught:
+            exc = as_driver_error(caught, self.where)
             stamp = self._stamper.now()
             return {p.name: self._stamper.failed(p.unit, exc, at=stamp) for p in block.points}
         stamp = self._stamper.now()
@@ -317,7 +323,7 @@ class ModbusRegisterDevice:
             unsigned = RegisterType.UINT16 if p.count == 1 else RegisterType.UINT32
             raw_unsigned = int(decode(regs, unsigned, p.word_order))
             if raw_unsigned in p.sentinels or raw in p.sentinels:
-                return self._stamper.bad(p.unit, f"sentinel 0x{raw_unsigned:04X}", at=stamp)
+                return self._stamper.bad(p.unit, f"sentinel: 0x{raw_unsigned:04X}", at=stamp)
         return self._stamper.value(float(raw) * p.scale + p.offset, p.unit, valid, at=stamp)
 
 

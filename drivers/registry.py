@@ -20,7 +20,9 @@ after the site models were defined is still accepted, and errors read exactly as
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import operator
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -31,11 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, TypeAda
 from pydantic_core import core_schema
 
 from common.clock import DEFAULT_CLOCK, Clock
-from drivers.base import Device, FlowController, O2Compensated, SwitchedOutput
+from drivers.base import Device, FlowController, GasCheck, O2Compensated, SwitchedOutput
+from drivers.errors import BusDisconnectedError
 from drivers.reading import Reading
 from drivers.transport.modbus import ModbusHub
 from drivers.transport.serial_line import SerialLine
 from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
+from drivers.transport.startup import TransportState
+
+_LOG = logging.getLogger(__name__)
 
 SensorRole = Literal[
     "o2", "o2_secondary", "co2", "co2_secondary", "temperature", "temperature_secondary", "do"
@@ -57,6 +63,7 @@ MIXER_ROLES: tuple[str, ...] = ("n2_mixer", "air_mixer", "o2_mixer", "co2_mixer"
 
 ReadFn = Callable[[], Awaitable[Reading]]
 SetFn = Callable[[float], Awaitable[None]]
+GasCheckFn = Callable[[], Awaitable[GasCheck]]
 
 
 @dataclass(slots=True)
@@ -70,6 +77,9 @@ class RoleSet:
         pump: The harvest pump output, or ``None``.
         o2_compensation: CO2 probes that want the measured O2 written to them.
         devices: Device name -> driver (started by the service, read by ``hypoxia devices read``).
+        gas_checks: Mixer role -> "select and verify the site file's gas" for flow controllers
+            that can (:meth:`drivers.alicat.AlicatSerial.ensure_gas` bound to its gas); run them
+            at start with :func:`drivers.catalog.ensure_gases`.
     """
 
     readers: dict[str, ReadFn] = field(default_factory=dict)
@@ -78,6 +88,7 @@ class RoleSet:
     pump: SwitchedOutput | None = None
     o2_compensation: list[O2Compensated] = field(default_factory=list)
     devices: dict[str, Device] = field(default_factory=dict)
+    gas_checks: dict[str, GasCheckFn] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -101,26 +112,51 @@ class Transports:
         )
 
     async def open(self, wait_s: float = 5.0) -> list[str]:
-        """Open everything; return the names that could not be opened (they retry later)."""
-        failed = []
-        for name, hub in self.buses.items():
-            try:
-                await hub.connect(wait_s=wait_s)
-            except Exception:  # a dead bus degrades its own devices only
-                failed.append(name)
-        for name, line in self.lines.items():
-            try:
-                await line.open(wait_s=wait_s)
-            except Exception:  # likewise for a dead line
+        """Open every bus and line **concurrently**, each trying for up to ``wait_s`` seconds.
+
+        Six dead transports take about as long as one. A transport that stays closed degrades
+        its own devices only; it is retried at run time from its initial reconnect delay, and
+        :meth:`states` tells why it is not open. Each one logs one warning naming itself and the
+        cause (:mod:`drivers.transport.startup`).
+
+        Returns:
+            The names (as in the site file) of the buses and lines not open.
+        """
+        openers: list[tuple[str, str, Awaitable[None]]] = [
+            *((name, hub.label, hub.connect(wait_s=wait_s)) for name, hub in self.buses.items()),
+            *((name, line.label, line.open(wait_s=wait_s)) for name, line in self.lines.items()),
+        ]
+        results = await asyncio.gather(*(o for _, _, o in openers), return_exceptions=True)
+        failed: list[str] = []
+        for (name, label, _), result in zip(openers, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                if not isinstance(result, BusDisconnectedError):  # a bug, not a dead port
+                    _LOG.error("%s: opening failed unexpectedly", label, exc_info=result)
                 failed.append(name)
         return failed
 
+    def states(self) -> dict[str, TransportState]:
+        """Every bus and line by label (``"bus rs485-gw"``, ``"line o2-uart"``): open or why not."""
+        hubs = {hub.label: hub.state() for hub in self.buses.values()}
+        return hubs | {line.label: line.state() for line in self.lines.values()}
+
+    def not_open(self) -> list[TransportState]:
+        """The buses and lines that are not open now, with their first and latest failure."""
+        return [state for state in self.states().values() if not state.connected]
+
+    def state_of(self, config: DeviceModel) -> TransportState | None:
+        """The state of the bus or line a device entry hangs on (``None`` if it names none)."""
+        label = config.transport_label()
+        return self.states().get(label) if label else None
+
     async def close(self) -> None:
         """Close every bus and line."""
-        for hub in self.buses.values():
-            await hub.close()
-        for line in self.lines.values():
-            await line.close()
+        await asyncio.gather(
+            *(hub.close() for hub in self.buses.values()),
+            *(line.close() for line in self.lines.values()),
+        )
 
 
 class DeviceModel(BaseModel):
@@ -146,6 +182,10 @@ class DeviceModel(BaseModel):
         """Build the driver on its transport and bind it to its role(s) in ``roles``."""
         raise NotImplementedError(f"{type(self).__name__} must define open()")
 
+    def transport_label(self) -> str:
+        """``"bus NAME"`` / ``"line NAME"`` of the transport it hangs on; ``""`` if none."""
+        return ""
+
 
 class OnLine(DeviceModel):
     """A device on an ASCII serial line."""
@@ -155,6 +195,10 @@ class OnLine(DeviceModel):
     def serial_line(self, transports: Transports) -> SerialLine:
         """The shared line this device hangs on."""
         return transports.lines[self.line]
+
+    def transport_label(self) -> str:
+        """``"line NAME"``."""
+        return f"line {self.line}"
 
 
 class OnBus(DeviceModel):
@@ -166,6 +210,10 @@ class OnBus(DeviceModel):
     def hub(self, transports: Transports) -> ModbusHub:
         """The shared bus this device hangs on."""
         return transports.buses[self.bus]
+
+    def transport_label(self) -> str:
+        """``"bus NAME"``."""
+        return f"bus {self.bus}"
 
 
 @dataclass(frozen=True, slots=True)

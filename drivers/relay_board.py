@@ -15,7 +15,7 @@ from pydantic import Field
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.base import SwitchedOutput
-from drivers.errors import WriteVerifyError
+from drivers.errors import WriteVerifyError, as_driver_error
 from drivers.reading import Quality, Reading
 from drivers.registry import OnBus, OutputRole, RoleSet, SetFn, Transports
 from drivers.transport.modbus import ModbusHub
@@ -53,6 +53,11 @@ class ModbusRelayBoard:
         self.name = name
         self.base_address = base_address
         self.clock = clock
+
+    @property
+    def where(self) -> str:
+        """``"NAME (unit U on bus B)"`` for messages."""
+        return f"{self.name} (unit {self.unit} on {self.hub.label})"
 
     async def start(self) -> None:
         """Nothing to prepare (relays keep their state; the controller sets them explicitly)."""
@@ -95,7 +100,8 @@ class ModbusRelayBoard:
         try:
             states = await self.read_states()
         except Exception as exc:  # reported as a bad reading, like any other fault
-            return {"coils": Reading.bad("", repr(exc), self.clock.monotonic(), self.clock.utc())}
+            reason = as_driver_error(exc, self.where).reason
+            return {"coils": Reading.bad("", reason, self.clock.monotonic(), self.clock.utc())}
         monotonic_s, utc = self.clock.monotonic(), self.clock.utc()
         return {
             f"coil{i}": Reading(float(on), "", Quality.GOOD, monotonic_s, utc)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32
-from drivers.errors import DriverError, WriteVerifyError
+from drivers.errors import WriteVerifyError, as_driver_error
 from drivers.quality import Stamper, ValidRange
 from drivers.reading import Reading
 from drivers.registry import OnBus, RoleSet, Transports
@@ -95,6 +95,11 @@ class VaisalaGMP25x:
         self._range = ValidRange(*(range_pct or default))
         self._temp_range = ValidRange(-40.0, 80.0)
 
+    @property
+    def where(self) -> str:
+        """``"NAME (unit U on bus B)"`` for messages."""
+        return f"{self.name} (unit {self.unit} on {self.hub.label})"
+
     async def start(self) -> None:
         """Nothing to prepare (the probe measures continuously)."""
 
@@ -106,7 +111,8 @@ class VaisalaGMP25x:
             device_status, co2_status = await self.hub.read_holding_registers(
                 self.unit, GMP_STATUS, 2
             )
-        except DriverError as exc:
+        except Exception as caught:
+            exc = as_driver_error(caught, self.where)
             stamp = self._stamper.now()
             return GmpSample(
                 self._stamper.failed(PCT, exc, at=stamp),
@@ -224,6 +230,11 @@ class VaisalaHMP:
         self._stamper = Stamper(clock)
         self._temp_range = ValidRange(*temp_range_c)
 
+    @property
+    def where(self) -> str:
+        """``"NAME (unit U on bus B)"`` for messages."""
+        return f"{self.name} (unit {self.unit} on {self.hub.label})"
+
     async def start(self) -> None:
         """Nothing to prepare."""
 
@@ -231,7 +242,8 @@ class VaisalaHMP:
         """Poll RH and temperature; never raises for device faults."""
         try:
             regs = await self.hub.read_holding_registers(self.unit, 0x0000, 4)
-        except DriverError as exc:
+        except Exception as caught:
+            exc = as_driver_error(caught, self.where)
             stamp = self._stamper.now()
             return HmpSample(
                 self._stamper.failed(PCT_RH, exc, at=stamp),
@@ -260,7 +272,16 @@ class Gmp25xConfig(OnBus):
     driver: Literal["vaisala_gmp25x"]
     role: Literal["co2", "co2_secondary"] = "co2"
     model: Literal["GMP251", "GMP252"] = "GMP252"
-    o2_compensation: bool = Field(default=True, description="push measured O2 every cycle")
+    o2_compensation: bool = Field(
+        default=True, description="push the measured O2 when it changes (at most every cycle)"
+    )
+
+    read_transactions: ClassVar[int] = 2
+    """A reading polls measurements and statuses: two Modbus transactions."""
+
+    def write_transactions(self) -> int:
+        """A verified O2-compensation write (write, read back) when compensation is on."""
+        return 2 if self.o2_compensation else 0
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> VaisalaGMP25x:
         """A :class:`VaisalaGMP25x` read for the CO2 role (and fed O2 if configured)."""

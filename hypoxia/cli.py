@@ -96,7 +96,9 @@ def simulate(
     result = run_twin(recipe, vessel_model, seed=seed, doors=doors, record_every_s=record_every)
     summary = summarize(result)
     paths = write_outputs(result, summary, target)
-    paths.update(_twin_record(result, summary, recipe_path, f"{recipe_path.stem}-seed{seed}", target))
+    paths.update(
+        _twin_record(result, summary, recipe_path, f"{recipe_path.stem}-seed{seed}", target)
+    )
     if as_json:
         sys.stdout.write(summary_json(summary) + "\n")
         return
@@ -197,6 +199,7 @@ def vessels() -> None:
 
 
 def _register() -> None:
+    from hypoxia.cli_demo import demo
     from hypoxia.cli_devices import devices_app, simulate_devices
     from hypoxia.cli_record import record
     from hypoxia.cli_records import archive, export, report, runs
@@ -204,6 +207,7 @@ def _register() -> None:
     from hypoxia.cli_tuning import tuning_app
     from hypoxia.cli_users import users_app
 
+    app.command("demo")(demo)
     app.command("simulate-devices")(simulate_devices)
     app.add_typer(devices_app, name="devices")
     app.command("run")(run)

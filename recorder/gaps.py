@@ -5,6 +5,11 @@ reactor the tracker keeps the highest contiguous number and the settled ranges a
 or given up). The spool persists this state in the same transaction as the messages, so a restart
 neither re-requests what it has nor forgets what is missing.
 
+A gap between two received numbers shows by itself; the *tail* of a stream does not (nothing
+follows the last messages of a run). So the tracker also keeps the highest number the controller
+has announced in the reactor's retained ``state`` message (``last_seq``): numbers above the last
+one received and up to it are missing like any gap.
+
 A gap is first requested after ``grace_s`` (messages of two topics may interleave), then again
 after ``retry_s``, doubling up to ``retry_max_s``, at most ``max_requests`` times; after that its
 numbers are logged as lost and settled so the tracker moves on. Requests are rate-limited to
@@ -48,10 +53,13 @@ class SeqState:
     Attributes:
         contiguous: Every number up to this one is settled.
         above: Sorted, disjoint, non-adjacent settled ranges above ``contiguous + 1``.
+        announced: The highest number the controller says it has published (``last_seq`` of
+            the retained state); anything above the settled numbers up to it is missing.
     """
 
     contiguous: int
     above: list[list[int]] = field(default_factory=list)
+    announced: int = 0
 
     def settle(self, lo: int, hi: int) -> int:
         """Mark ``lo..hi`` settled; returns how many numbers were not settled before."""
@@ -75,11 +83,13 @@ class SeqState:
         return self.contiguous + sum(hi - lo + 1 for lo, hi in self.above)
 
     def missing(self) -> list[Range]:
-        """The gaps below the highest settled number."""
+        """The gaps below the highest settled number, and the tail up to ``announced``."""
         gaps, last = [], self.contiguous
         for lo, hi in self.above:
             gaps.append((last + 1, lo - 1))
             last = hi
+        if self.announced > last:
+            gaps.append((last + 1, self.announced))
         return gaps
 
 
@@ -129,6 +139,23 @@ class GapTracker:
             state = self.states[reactor] = SeqState(contiguous=start)
         self.dirty.add(reactor)
         return state.settle(seq, seq) > 0
+
+    def announce(self, reactor: str, last_seq: int) -> bool:
+        """Note the last number the controller has published; ``True`` if that is news.
+
+        Numbers above what is settled, up to ``last_seq``, become a gap (a lost tail). On first
+        sight of a reactor without backfill, the announced numbers start the count instead.
+        """
+        state = self.states.get(reactor)
+        if state is None:
+            start = 0 if self.backfill else last_seq
+            state = self.states[reactor] = SeqState(contiguous=start)
+            self.dirty.add(reactor)
+        if last_seq <= state.announced:
+            return False
+        state.announced = last_seq
+        self.dirty.add(reactor)
+        return True
 
     def missing(self) -> dict[str, list[Range]]:
         """Every reactor's gaps."""

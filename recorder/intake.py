@@ -3,19 +3,27 @@
 A refused message never stops the recorder: it is counted, logged with its topic and kept in the
 spool's ``refused`` table. Its sequence number, when readable, still counts as seen, so a message
 that is bad at the source is not asked for again and again.
+
+A reactor's retained ``state`` message is read for two fields only (:meth:`Intake.parse_state`):
+``last_seq``, the last number the controller has put in its outbox (so a lost tail of the stream
+shows), and ``audit_head``, the head of the site's audit trail (kept as an external copy).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from recorder.points import Point, message_points
 
 KINDS = ("telemetry", "event")
-"""Topic kinds the recorder subscribes to."""
+"""Topic kinds whose messages become points."""
+STATE = "state"
+"""The retained state topic kind (read for ``last_seq`` and ``audit_head``; no points)."""
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 _NUMBER_SUFFIXES = ("_pct", "_c", "_lpm", "_w", "_s")
 _TEXT_KEYS = frozenset({"run_id", "phase", "phase_state"})
@@ -40,6 +48,24 @@ class Refused:
     payload: bytes
     reactor: str | None = None
     seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateSeen:
+    """What a reactor's retained ``state`` message tells the recorder.
+
+    Attributes:
+        reactor: Reactor id (from the topic, confirmed by the payload).
+        last_seq: The last sequence number the controller has put in its outbox (``None``: the
+            message does not say, e.g. a controller of an earlier version).
+        audit_head: (seq, hash) of the site's audit trail (``None``: not given).
+        ts_ms: When the state was taken (UTC ms).
+    """
+
+    reactor: str
+    last_seq: int | None
+    audit_head: tuple[int, str] | None
+    ts_ms: int
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -108,6 +134,45 @@ class Intake:
         return Refused(
             topic, problem, payload, reactor, seq if message.get("reactor") == reactor else None
         )
+
+    def parse_state(self, topic: str, payload: bytes) -> StateSeen | Refused:
+        """Read ``last_seq`` and ``audit_head`` from a reactor's retained ``state`` message.
+
+        An empty payload (a retained state being cleared) tells nothing; a state without the
+        fields (an earlier controller) neither.
+        """
+        rest = topic.removeprefix(self._prefix)
+        parts = rest.split("/")
+        if rest == topic or len(parts) != 2 or parts[1] != STATE:
+            return Refused(topic, f"topic is not {self._prefix}{{reactor}}/state", payload)
+        reactor = parts[0]
+        if not payload:
+            return StateSeen(reactor, None, None, 0)
+        try:
+            message = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            return Refused(topic, f"not JSON: {exc}", payload, reactor)
+        if not isinstance(message, dict):
+            return Refused(topic, "not a JSON object", payload, reactor)
+        problem = ""
+        for key, want in (("v", 1), ("site", self.site), ("reactor", reactor)):
+            if message.get(key) != want:
+                problem = f"'{key}' is {message.get(key)!r}, expected {want!r}"
+                break
+        last_seq, head, ts_ms = message.get("last_seq"), message.get("audit_head"), 0
+        if not problem and last_seq is not None and not (_is_int(last_seq) and last_seq >= 0):
+            problem = f"'last_seq' is {last_seq!r}, expected an integer >= 0"
+        if not problem and head is not None:
+            seq, digest = (head.get("seq"), head.get("hash")) if isinstance(head, dict) else (0, 0)
+            if not (_is_int(seq) and seq >= 0 and isinstance(digest, str) and _HEX64.match(digest)):
+                problem = f"'audit_head' is {json.dumps(head)[:80]}, expected {{seq, hash}}"
+            else:
+                head = (seq, digest)
+        if problem:
+            return Refused(topic, problem, payload, reactor)
+        if _is_int(message.get("ts_ms")):
+            ts_ms = message["ts_ms"]
+        return StateSeen(reactor, last_seq, head, ts_ms)
 
     def _problem(self, message: dict[str, Any], reactor: str, kind: str) -> str:
         """What is wrong with a decoded message ('' when nothing)."""

@@ -50,3 +50,10 @@ def subscriptions(root: str, site: str, reactors: list[str]) -> list[str]:
     ids = ["+"] if "*" in reactors else reactors
     topics = Topics(root, site)
     return [topic for r in ids for topic in (topics.telemetry(r), topics.event(r))]
+
+
+def state_subscriptions(root: str, site: str, reactors: list[str]) -> list[str]:
+    """The retained ``state`` topics of the reactors (``last_seq``, ``audit_head``)."""
+    ids = ["+"] if "*" in reactors else reactors
+    topics = Topics(root, site)
+    return [topics.state(r) for r in ids]

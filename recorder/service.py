@@ -7,7 +7,12 @@ Three tasks share one spool:
 * **write** - moves spooled points to the store in order, in batches of ``batch_size`` points or
   every ``batch_interval_s``; while the store is down it retries with backoff and the spool grows
   (past ``max_spool_mb`` the consumer stops acknowledging, so the broker keeps the messages);
-* **replay** - asks the controller for missing sequence numbers (``gap_detection``).
+* **replay** - asks the controller for missing sequence numbers (``gap_detection``), including
+  the tail of a stream that the reactor's retained ``state`` (``last_seq``) shows is missing.
+
+The retained ``state`` messages also carry the head of the site's audit trail; the recorder keeps
+every head it sees in its spool (an external copy ``hypoxia audit verify`` compares the trail
+with) and logs an error when a head goes back (the trail was shortened or replaced).
 
 No wall-clock reads: the loop clock times batches, connections and replay requests; retry delays
 come from :class:`common.backoff.Backoff` (monotonic).
@@ -31,9 +36,9 @@ from common.backoff import Backoff
 from common.clock import SystemClock
 from common.config_errors import ConfigError
 from recorder.gaps import GapTracker, Range, ReplayPolicy
-from recorder.intake import Accepted, Intake, Refused
-from recorder.link import ack, payload_bytes, persistent_client, subscriptions
-from recorder.spool import Spool, SpoolBatch, spool_path
+from recorder.intake import STATE, Accepted, Intake, Refused, StateSeen
+from recorder.link import ack, payload_bytes, persistent_client, state_subscriptions, subscriptions
+from recorder.spool import HeadSeen, Spool, SpoolBatch, spool_path
 from recorder.stores import Store, StoreRefused, StoreUnavailable, make_store
 from telemetry.config import BrokerConfig, RecorderConfig
 from telemetry.credentials import as_account
@@ -65,6 +70,8 @@ class RecorderStats:
     replay_requests: int = 0
     lost: int = 0
     connects: int = 0
+    states: int = 0
+    tails: int = 0
 
 
 class _HasId(Protocol):
@@ -146,6 +153,7 @@ class Recorder:
                 f"unknown reactor(s) {', '.join(unknown)} (known: {', '.join(known)}, or *)",
             )
         self.topics = subscriptions(self.broker.root, site.site, self.reactors)
+        self.state_topics = state_subscriptions(self.broker.root, site.site, self.reactors)
         self.replay_topic = Topics(self.broker.root, site.site).replay_request
         self.intake = Intake(self.broker.root, site.site)
         self.store: Store = make_store(self.config.store, site.state_dir)
@@ -230,7 +238,7 @@ class Recorder:
             try:
                 async with client:
                     self.stats.connects += 1
-                    for topic in self.topics:
+                    for topic in self.topics + self.state_topics:
                         await client.subscribe(topic, qos=1)
                     log.info("connected to %s:%d, subscribed", self.broker.host, self.broker.port)
                     self._client = client
@@ -267,9 +275,18 @@ class Recorder:
     def _record(self, group: list[aiomqtt.Message]) -> None:
         """Validate, track and spool a group of messages (one transaction)."""
         items: list[Accepted | Refused] = []
+        heads: list[HeadSeen] = []
         for message in group:
-            self.stats.received += 1
-            item = self.intake.parse(str(message.topic), payload_bytes(message))
+            topic = str(message.topic)
+            if topic.endswith("/" + STATE):
+                seen = self.intake.parse_state(topic, payload_bytes(message))
+                if isinstance(seen, StateSeen):
+                    self._state(seen, heads)
+                    continue
+                item: Accepted | Refused = seen
+            else:
+                self.stats.received += 1
+                item = self.intake.parse(topic, payload_bytes(message))
             if isinstance(item, Refused):
                 self.stats.refused += 1
                 log.warning("refused message on %s: %s", item.topic, item.reason)
@@ -282,15 +299,55 @@ class Recorder:
             ):
                 self.stats.duplicates += 1
             items.append(item)
-        self._commit(items)
+        self._commit(items, heads=heads)
+
+    def _state(self, seen: StateSeen, heads: list[HeadSeen]) -> None:
+        """A reactor's retained state: the tail it announces, and the audit head it carries."""
+        self.stats.states += 1
+        tracker = self.tracker
+        if tracker is not None and seen.last_seq is not None:
+            held = tracker.states.get(seen.reactor)
+            if tracker.announce(seen.reactor, seen.last_seq) and held is not None:
+                tail = [g for g in held.missing() if g[1] == seen.last_seq]
+                if tail:
+                    self.stats.tails += 1
+                    log.info(
+                        "%s: the controller has published up to seq %d; seq %s not received yet",
+                        seen.reactor,
+                        seen.last_seq,
+                        _ranges(tail),
+                    )
+        if seen.audit_head is None:
+            return
+        seq, digest = seen.audit_head
+        if self.spool.knows_head(seq, digest) or any(
+            (h.seq, h.hash) == (seq, digest) for h in heads
+        ):
+            return
+        top = self.spool.audit_head()
+        if top is not None and (seq < top[0] or (seq == top[0] and digest != top[1])):
+            log.error(
+                "audit head of %s went from record %d (%s…) to record %d (%s…): the "
+                "controller's audit trail was shortened, rewritten or replaced "
+                "(check with `hypoxia audit verify`)",
+                seen.reactor,
+                top[0],
+                top[1][:12],
+                seq,
+                digest[:12],
+            )
+        heads.append(HeadSeen(seq, digest, seen.reactor, seen.ts_ms))
 
     def _commit(
-        self, items: Sequence[Accepted | Refused], lost: dict[str, list[Range]] | None = None
+        self,
+        items: Sequence[Accepted | Refused],
+        lost: dict[str, list[Range]] | None = None,
+        heads: Sequence[HeadSeen] = (),
     ) -> None:
         states = {}
         if self.tracker is not None:
             states = {r: self.tracker.states[r] for r in self.tracker.dirty}
-        self.spool.commit(items, states, lost)
+        self.spool.commit(items, states, lost, heads)
         if self.tracker is not None:
             self.tracker.dirty.clear()
 

@@ -3,8 +3,13 @@
 Every accepted message's points are committed here (WAL, ``synchronous=FULL``) *before* the
 message is acknowledged to the broker; the writer then moves them to the store in order and deletes
 them. While the store is down the spool simply grows, up to ``max_spool_mb``. The same transaction
-records the per-reactor sequence state of :mod:`recorder.gaps` and any refused message, so what was
-acknowledged, what is missing and what was refused always agree after a crash.
+records the per-reactor sequence state of :mod:`recorder.gaps`, any refused message and any audit
+head seen in a retained state message, so what was acknowledged, what is missing and what was
+refused always agree after a crash.
+
+The ``audit_heads`` table is the recorder's external copy of the controller's audit-trail head
+(seq, hash), one row per head seen; ``hypoxia audit verify`` compares the trail with it
+(:func:`read_audit_heads`).
 
 Stdlib ``sqlite3``, called synchronously from the event loop: a commit of a few messages takes a
 millisecond or two, and the acknowledgement must wait for it anyway.
@@ -12,6 +17,7 @@ millisecond or two, and the acknowledgement must wait for it anyway.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -47,7 +53,25 @@ CREATE TABLE IF NOT EXISTS refused (
     reason TEXT NOT NULL,
     payload BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_heads (
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    reactor TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (seq, hash)
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSeen:
+    """An audit-trail head as a reactor's state message carried it."""
+
+    seq: int
+    hash: str
+    reactor: str
+    ts_ms: int
+
 
 KEEP_REFUSED = 10_000
 """Refused messages kept for inspection (the oldest are dropped past this)."""
@@ -94,6 +118,11 @@ class Spool:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript(_SCHEMA)
         self._db.execute("PRAGMA synchronous = FULL")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(seq_state)")}
+        if "announced" not in columns:  # a spool of an earlier version
+            self._db.execute(
+                "ALTER TABLE seq_state ADD COLUMN announced INTEGER NOT NULL DEFAULT 0"
+            )
         rows, points, size = self._db.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(points)), 0) FROM spool"
         ).fetchone()
@@ -111,9 +140,9 @@ class Spool:
     def load_states(self) -> dict[str, SeqState]:
         """Per-reactor sequence state as last committed."""
         return {
-            reactor: SeqState(contiguous, json.loads(above))
-            for reactor, contiguous, above in self._db.execute(
-                "SELECT reactor, contiguous, above FROM seq_state"
+            reactor: SeqState(contiguous, json.loads(above), announced)
+            for reactor, contiguous, above, announced in self._db.execute(
+                "SELECT reactor, contiguous, above, announced FROM seq_state"
             )
         }
 
@@ -122,8 +151,9 @@ class Spool:
         items: Sequence[Accepted | Refused],
         states: dict[str, SeqState],
         lost: dict[str, list[tuple[int, int]]] | None = None,
+        heads: Sequence[HeadSeen] = (),
     ) -> None:
-        """Spool accepted points, keep refused messages and save states, in one transaction."""
+        """Spool accepted points, keep refused messages, save states and heads, in one go."""
         spooled = [
             (encode_points(i.points), len(i.points))
             for i in items
@@ -143,10 +173,15 @@ class Spool:
                     (KEEP_REFUSED,),
                 )
             db.executemany(
-                "INSERT INTO seq_state (reactor, contiguous, above) VALUES (?, ?, ?) "
+                "INSERT INTO seq_state (reactor, contiguous, above, announced) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (reactor) DO UPDATE SET contiguous = excluded.contiguous, "
-                "above = excluded.above",
-                [(r, s.contiguous, json.dumps(s.above)) for r, s in states.items()],
+                "above = excluded.above, announced = excluded.announced",
+                [(r, s.contiguous, json.dumps(s.above), s.announced) for r, s in states.items()],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO audit_heads (seq, hash, reactor, ts_ms) VALUES (?,?,?,?)",
+                [(h.seq, h.hash, h.reactor, h.ts_ms) for h in heads],
             )
             db.executemany(
                 "INSERT INTO lost (reactor, from_seq, to_seq) VALUES (?, ?, ?)",
@@ -190,9 +225,35 @@ class Spool:
             [(reason, encode_points(points).encode()) for _, points in rows],
         )
 
+    def audit_head(self) -> tuple[int, str] | None:
+        """The highest audit head seen so far (``None``: none)."""
+        row = self._db.execute(
+            "SELECT seq, hash FROM audit_heads ORDER BY seq DESC, ts_ms DESC LIMIT 1"
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def knows_head(self, seq: int, digest: str) -> bool:
+        """True when this exact head was seen before."""
+        row = self._db.execute(
+            "SELECT 1 FROM audit_heads WHERE seq = ? AND hash = ?", (seq, digest)
+        ).fetchone()
+        return row is not None
+
     def count(self, table: str) -> int:
         """Rows in ``refused``, ``lost`` or ``spool``."""
         if table not in {"refused", "lost", "spool"}:
             msg = f"no table '{table}'"
             raise ValueError(msg)
         return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def read_audit_heads(path: Path) -> list[HeadSeen]:
+    """The audit heads a recorder's spool holds, highest first (the file opened read-only)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            rows = db.execute(
+                "SELECT seq, hash, reactor, ts_ms FROM audit_heads ORDER BY seq DESC"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a spool of an earlier version: no heads
+            return []
+    return [HeadSeen(int(seq), str(h), str(r), int(ts)) for seq, h, r, ts in rows]

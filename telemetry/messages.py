@@ -151,8 +151,25 @@ def state_message(
     phase_state: str,
     alarms: dict[str, str],
     pending_harvests: list[str],
+    last_seq: int = 0,
+    audit_head: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    """The retained ``state`` message."""
+    """The retained ``state`` message.
+
+    Args:
+        site: Site id.
+        reactor: Reactor id.
+        utc: When the state was taken.
+        run_id: The active (or last) run.
+        phase: The current phase with overrides applied.
+        phase_state: ISA-88 state of the phase.
+        alarms: Alarm name -> state, for alarms not normal.
+        pending_harvests: Harvests released and not yet confirmed.
+        last_seq: The highest sequence number the controller has put in its outbox for this
+            reactor (0: none yet): a recorder holding less asks for the rest (the tail of a
+            stream otherwise shows no gap).
+        audit_head: (seq, hash) of the site's audit trail now, for an external copy of its head.
+    """
     return {
         "v": SCHEMA_VERSION,
         "ts_ms": ts_ms(utc),
@@ -168,7 +185,14 @@ def state_message(
         },
         "alarms": alarms,
         "pending_harvests": pending_harvests,
+        "last_seq": last_seq,
+        "audit_head": audit_head_field(*audit_head) if audit_head else None,
     }
+
+
+def audit_head_field(seq: int, digest: str) -> dict[str, Any]:
+    """The ``audit_head`` field of a state message: the audit trail's last record and hash."""
+    return {"seq": seq, "hash": digest}
 
 
 def json_safe(value: Any) -> Any:

@@ -44,6 +44,10 @@ class Topics:
         """Retained state of a reactor."""
         return f"{self.base}/{reactor}/state"
 
+    def command(self, reactor: str, user: str) -> str:
+        """Where ``user`` publishes commands for ``reactor``."""
+        return f"{self.base}/{reactor}/cmd/{user}"
+
     def command_result(self, reactor: str, user: str) -> str:
         """Where the answer to ``user``'s command goes."""
         return f"{self.base}/{reactor}/cmd_result/{user}"

@@ -71,6 +71,7 @@ def site_file(
     limits: dict[str, float] | None = None,
     secondary_o2: bool = False,
     broker: str | None = None,
+    production_timeouts: bool = False,
 ) -> Path:
     """The example simulated site rewritten for this test: free ports, private paths.
 
@@ -81,16 +82,20 @@ def site_file(
         text = text.replace(port, str(free_port()))
     text = text.replace("/tmp/hypoxia-sim/state", str(tmp / "state"))  # noqa: S108 - replaced
     text = text.replace("/tmp/hypoxia-sim", str(tmp / "dev"))  # noqa: S108 - replaced
-    # loopback answers in milliseconds: short timeouts keep fault tests quick
-    text = re.sub(
-        r"^(\[buses\.[^\]]+\][^\n]*\n)",
-        r"\1timeout_s = 0.05\nretries = 0\n",
-        text,
-        flags=re.MULTILINE,
-    )
-    text = re.sub(
-        r"^(\[lines\.[^\]]+\][^\n]*\n)", r"\1reply_timeout_s = 0.1\n", text, flags=re.MULTILINE
-    )
+    if not production_timeouts:  # loopback answers in ms: short timeouts keep fault tests quick
+        text = re.sub(r"^(?:timeout_s|retries|reply_timeout_s) = [^\n]*\n", "", text, flags=re.M)
+        text = re.sub(
+            r"^(\[buses\.[^\]]+\][^\n]*\n)",
+            r"\1timeout_s = 0.05\nretries = 0\n",
+            text,
+            flags=re.MULTILINE,
+        )
+        text = re.sub(
+            r"^(\[lines\.[^\]]+\][^\n]*\n)",
+            r"\1reply_timeout_s = 0.1\n",
+            text,
+            flags=re.MULTILINE,
+        )
     if limits:
         body = "\n".join(f"{k} = {v}" for k, v in limits.items())
         text = re.sub(

@@ -55,9 +55,17 @@ async def _wait_line(proc: asyncio.subprocess.Process, text: str, timeout_s: flo
     pytest.fail(f"'{text}' never printed")
 
 
-def _client(port: int, user: str | None, password: str | None, ident: str) -> aiomqtt.Client:
+def _client(
+    port: int, user: str | None, password: str | None, ident: str, *, persistent: bool = False
+) -> aiomqtt.Client:
     return aiomqtt.Client(
-        "127.0.0.1", port, username=user, password=password, identifier=ident, timeout=5
+        "127.0.0.1",
+        port,
+        username=user,
+        password=password,
+        identifier=ident,
+        timeout=5,
+        clean_session=not persistent,  # a watcher that reconnects must not miss results
     )
 
 
@@ -100,7 +108,9 @@ async def test_embedded_broker_authenticates_and_applies_topic_rules(tmp_path: P
         async def watch() -> None:  # erik sees everything of the site, including results
             while True:
                 try:
-                    async with _client(port, "erik", PASSWORDS["erik"], "watch-erik") as c:
+                    async with _client(
+                        port, "erik", PASSWORDS["erik"], "watch-erik", persistent=True
+                    ) as c:
                         await c.subscribe(f"{BASE}/#", qos=1)
                         async for msg in c.messages:
                             payload = msg.payload if isinstance(msg.payload, bytes) else b""
@@ -153,7 +163,7 @@ async def test_embedded_broker_authenticates_and_applies_topic_rules(tmp_path: P
         assert "role 'operator' may not set_setpoint" in by_id["olga-1"][1]["message"]
         assert by_id["erik-1"][1]["ok"]
 
-        out, _ = await asyncio.wait_for(run.communicate(), 150)
+        out, _ = await asyncio.wait_for(run.communicate(), 300)  # 1 h simulated at most
         assert run.returncode == 0, out.decode()
         watcher.cancel()
         assert "spoof" not in by_id

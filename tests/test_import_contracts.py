@@ -14,7 +14,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("common", "telemetry", "drivers", "controller", "recorder", "simulators", "hypoxia")
+PACKAGES = (
+    "common",
+    "telemetry",
+    "drivers",
+    "controller",
+    "recorder",
+    "records",
+    "simulators",
+    "hypoxia",
+)
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_FORBIDDEN = {"simulators", "tests", "hypoxia", "bench"}
+RUNTIME_FORBIDDEN = {"simulators", "tests", "hypoxia", "bench", "records"}
 FORBIDDEN = {
     "common": RUNTIME_FORBIDDEN | {"telemetry", "drivers", "controller", "recorder"},
     "telemetry": RUNTIME_FORBIDDEN | {"drivers", "controller", "recorder"},
     "controller": RUNTIME_FORBIDDEN | {"recorder"},
     "drivers": RUNTIME_FORBIDDEN | {"controller", "telemetry", "recorder"},
     "recorder": RUNTIME_FORBIDDEN | {"controller", "drivers"},
-    "simulators": {"tests", "hypoxia", "bench"},
+    "simulators": {"tests", "hypoxia", "bench", "records"},
+    "records": {"tests", "hypoxia", "bench"},
 }
 
 

@@ -5,8 +5,11 @@ never reads a clock. It emits :class:`Event` records (phase changes, harvests, p
 twin writes to its event log and the service will journal and publish.
 
 Phase states follow ISA-88: running, held, complete, stopped, aborted. A held phase keeps its
-targets and keeps counting exposure (the cells are still exposed) but neither ends nor releases
-harvests until restarted.
+targets and keeps counting exposure (the cells are still exposed: exposure is what the culture
+saw, not what the recipe planned) but neither ends nor releases harvests until restarted. A harvest
+whose exposure is reached during a hold is announced once (``harvest_waiting``) and released at
+the restart; its record then carries ``due_exposure_s`` and ``overshoot_s`` (exposure beyond the
+planned one), and a ``harvest_late`` notice goes with it (docs/recipes.md, "Holds").
 """
 
 from __future__ import annotations
@@ -60,6 +63,14 @@ class HarvestRecord:
     forced_by_latest: bool
     stats: dict[str, Any]
     done_s: float | None = None
+    due_exposure_s: float | None = None
+
+    @property
+    def overshoot_s(self) -> float:
+        """Exposure beyond the planned one at release, s (a harvest held back by a hold)."""
+        if self.due_exposure_s is None:
+            return 0.0
+        return max(0.0, self.exposure_s - self.due_exposure_s)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict form for JSON."""
@@ -72,8 +83,13 @@ class HarvestRecord:
             "forced_by_latest": self.forced_by_latest,
             **self.stats,
             "done_s": self.done_s,
+            "due_exposure_s": self.due_exposure_s,
+            "overshoot_s": self.overshoot_s,
         }
 
+
+LATE_NOTICE_S = 1.0
+"""A harvest released this much past its planned exposure (s) gets a ``harvest_late`` notice."""
 
 IN_SPEC_DWELL_S = 60.0
 """How long every controlled variable must stay in band before an ``in_spec`` phase ends, s."""
@@ -97,6 +113,8 @@ class RecipeEngine:
         self.next_harvest = 0
         self.harvests: list[HarvestRecord] = []
         self.pending: dict[str, HarvestRecord] = {}
+        self.waiting: set[str] = set()
+        """Harvests announced as waiting for the restart of a held phase."""
         self.pump_until_s: float | None = None
         self._in_spec_since: float | None = None
         self.finished = False
@@ -157,6 +175,8 @@ class RecipeEngine:
             return events
         value = measured.do_pct if phase.o2_basis == "dissolved" else measured.o2_pct
         in_band = self.clock.sample(now_s, dt_s, value) if self.clock else True
+        if self.state is PhaseState.HELD:
+            events.extend(self._harvests_waiting(now_s, phase))
         if self.state is not PhaseState.RUNNING:
             return events
         events.extend(self._harvests_due(now_s, phase))
@@ -173,6 +193,26 @@ class RecipeEngine:
                 )
             )
             events.extend(self._enter(self.index + 1, now_s))
+        return events
+
+    def _harvests_waiting(self, now_s: float, phase: Phase) -> list[Event]:
+        """Announce, once each, harvests whose exposure is reached while the phase is held."""
+        events: list[Event] = []
+        clock = self.clock
+        for harvest in phase.harvests[self.next_harvest :]:
+            if clock is None or clock.exposure_s < harvest.at_exposure_h * 3600.0 - 1e-6:
+                break
+            if harvest.name in self.waiting:
+                continue
+            self.waiting.add(harvest.name)
+            detail = {
+                "harvest": harvest.name,
+                "phase": phase.name,
+                "exposure_s": clock.exposure_s,
+                "due_exposure_s": harvest.at_exposure_h * 3600.0,
+                "why": "the phase is held: released when it is restarted",
+            }
+            events.append(Event(now_s, "harvest_waiting", detail))
         return events
 
     def _harvests_due(self, now_s: float, phase: Phase) -> list[Event]:
@@ -202,10 +242,20 @@ class RecipeEngine:
             harvest.action.value,
             forced,
             clock.cut(now_s),
+            due_exposure_s=harvest.at_exposure_h * 3600.0,
         )
         self.harvests.append(record)
         self.pending[harvest.name] = record
         events = [Event(now_s, "harvest_due", record.as_dict())]
+        if harvest.name in self.waiting or record.overshoot_s > LATE_NOTICE_S:
+            self.waiting.discard(harvest.name)
+            late = {
+                "harvest": harvest.name,
+                "exposure_s": record.exposure_s,
+                "due_exposure_s": record.due_exposure_s,
+                "overshoot_s": record.overshoot_s,
+            }
+            events.append(Event(now_s, "harvest_late", late))
         if harvest.action is HarvestAction.PUMP:
             self.pump_until_s = now_s + harvest.pump_duration_s
             events.append(
@@ -297,6 +347,7 @@ class RecipeEngine:
             "clock": self.clock.snapshot() if self.clock is not None else None,
             "harvests": [asdict(h) for h in self.harvests],
             "pending": sorted(self.pending),
+            "waiting": sorted(self.waiting),
         }
 
     @classmethod
@@ -317,6 +368,7 @@ class RecipeEngine:
         engine.harvests = [HarvestRecord(**h) for h in data["harvests"]]
         by_name = {h.name: h for h in engine.harvests}
         engine.pending = {name: by_name[name] for name in data["pending"]}
+        engine.waiting = set(data.get("waiting", []))
         return engine
 
     # ------------------------------------------------------------------ operator state changes

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import grp
 import json
 import logging
+import os
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,13 +27,16 @@ from controller.core.recipe_engine import Event
 from controller.service.audit import AuditTrail
 from controller.service.broker_access import embedded_broker
 from controller.service.clock import CycleClock, ScaledClock
-from controller.service.commands import CommandProcessor
-from controller.service.journal import RunJournal
+from controller.service.commands import CommandProcessor, CommandResult
+from controller.service.journal import RunJournal, RunRecord
 from controller.service.mqtt_link import MqttLink
+from controller.service.overview import reactor_overview
+from controller.service.peers import Identity, decide, identify, peer_of
 from controller.service.recipe_source import RecipeSource
 from controller.service.runner import ReactorRunner
 from controller.service.site import SiteConfig
-from drivers.catalog import Transports, open_devices
+from controller.service.startup import NotReady, check_ready, gas_problems
+from drivers.catalog import RoleSet, Transports, open_devices
 from telemetry.credentials import as_account
 from telemetry.topics import Topics
 
@@ -56,7 +62,7 @@ def open_state(site: SiteConfig) -> tuple[RunJournal, AuditTrail]:
     site.state_dir.mkdir(parents=True, exist_ok=True)
     return (
         RunJournal.open(site.state_dir / "journal.sqlite"),
-        AuditTrail.open(site.state_dir / "audit.sqlite"),
+        AuditTrail.open(site.state_dir / "audit.sqlite", site.audit_key_path),
     )
 
 
@@ -71,24 +77,11 @@ def resume_clock(journal: RunJournal, reactor_ids: list[str], speed: float) -> S
     return ScaledClock(speed)
 
 
-async def build_service(
-    site: SiteConfig,
-    reactor_ids: list[str],
-    recipe: RecipeSource | None,
-    *,
-    speed: float = 1.0,
-    clock: CycleClock | None = None,
-    notify: Callable[[], None] | None = None,
-    open_wait_s: float = 10.0,
-) -> Service:
-    """Open devices, then start or resume a run on every selected reactor.
-
-    Raises:
-        ConfigError: A recipe conflicts with an active run, no run can be started, or the recipe
-            is not feasible on a reactor. Nothing has moved when this is raised.
-    """
-    journal, audit = open_state(site)
-    plans: list[tuple[str, Any]] = []
+def _plan_runs(
+    journal: RunJournal, reactor_ids: list[str], recipe: RecipeSource | None
+) -> list[tuple[str, tuple[RunRecord, Recipe] | None]]:
+    """Per reactor: the active run to resume (with its recipe as run), or None to start one."""
+    plans: list[tuple[str, tuple[RunRecord, Recipe] | None]] = []
     for rid in reactor_ids:
         active = journal.active_run(rid)
         if active is not None:
@@ -96,8 +89,11 @@ async def build_service(
                 raise ConfigError(
                     "RECIPE",
                     "",
-                    f"reactor {rid} has an active run {active.run_id} of "
-                    f"'{active.recipe_name}'; stop it first, or start without a recipe to resume",
+                    f"reactor {rid} has an unfinished run {active.run_id} of "
+                    f"'{active.recipe_name}', not of '{recipe.recipe.name}'; refused. Resume it "
+                    "with `hypoxia run SITE` (no recipe), end it with `hypoxia ctl stop SITE "
+                    f"--reactor {rid} --run {active.run_id} --user NAME --reason TEXT` (or "
+                    "`ctl abort`), then start the new recipe",
                 )
             text = active.recipe_toml
             plans.append(
@@ -111,29 +107,104 @@ async def build_service(
             )
         else:
             plans.append((rid, None))
+    return plans
+
+
+async def build_service(
+    site: SiteConfig,
+    reactor_ids: list[str],
+    recipe: RecipeSource | None,
+    *,
+    speed: float = 1.0,
+    clock: CycleClock | None = None,
+    notify: Callable[[], None] | None = None,
+    open_wait_s: float = 10.0,
+    force: bool = False,
+    ready_patience_s: float = 5.0,
+) -> Service:
+    """Open devices, then start or resume a run on every selected reactor.
+
+    A new run starts only when every instrument its recipe needs reads good
+    (:mod:`controller.service.startup`); ``force`` starts it anyway and audits that. A resumed run
+    starts with its outputs safe until its readings are trusted.
+
+    Raises:
+        ConfigError: A recipe conflicts with an active run, no run can be started, the recipe
+            is not feasible on a reactor, or its instruments are not ready (each device named
+            with its cause). Nothing has moved when this is raised.
+    """
+    if speed != 1.0 and not site.simulated:
+        raise ConfigError(
+            "--speed",
+            "",
+            f"{speed:g}: site '{site.site}' has real instruments (simulated = false); "
+            "accelerated time would date real data in the future (allowed: 1, or a site file "
+            "with simulated = true whose instruments are all served by hypoxia simulate-devices)",
+        )
+    journal, audit = open_state(site)
+    plans = _plan_runs(journal, reactor_ids, recipe)
     clock = clock or resume_clock(journal, reactor_ids, speed)
     transports = Transports.create(site.buses, site.lines, clock)
     service = Service(site, journal, audit, clock, transports)
-    failed = await transports.open(wait_s=open_wait_s)
-    for name in failed:
-        log.warning("could not open %s yet; its devices read bad until it answers", name)
+    await transports.open(wait_s=open_wait_s)  # each transport logs its own cause
+    opened: dict[str, RoleSet] = {}
+    not_ready: dict[str, list[NotReady]] = {}
     for rid, plan in plans:
         cfg = site.reactor(rid)
-        roles = open_devices(cfg.devices, transports, clock)
+        roles = opened[rid] = open_devices(cfg.devices, transports, clock)
         for device in roles.devices.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(device.start(), timeout=2.0)
-        root = site.broker.root
-        runner = ReactorRunner(cfg, roles, journal, audit, clock, Topics(root, site.site), notify)
+        wrong_gas = await gas_problems(roles)
         if plan is None:
             assert recipe is not None  # noqa: S101 - checked above
-            runner.start(recipe.recipe, recipe.text, recipe.sha256)
+            problems = await check_ready(cfg, roles, recipe.recipe, ready_patience_s)
+            if problems or wrong_gas:
+                not_ready[rid] = problems + wrong_gas
+        for problem in wrong_gas if plan is not None else []:  # a resumed run: said, audited
+            log.error("reactor %s: %s", rid, problem)
+            audit.append(clock.utc(), "system", "service", "gas_check", rid, None, str(problem))
+    if not_ready and not force:
+        await transports.close()
+        journal.close()
+        raise _not_ready_error(not_ready)
+    for rid, plan in plans:
+        cfg = site.reactor(rid)
+        root = site.broker.root
+        runner = ReactorRunner(
+            cfg, opened[rid], journal, audit, clock, Topics(root, site.site), notify
+        )
+        if plan is None:
+            assert recipe is not None  # noqa: S101 - checked above
+            run_id = runner.start(recipe.recipe, recipe.text, recipe.sha256)
+            if rid in not_ready:
+                runner.audit.append(
+                    clock.utc(),
+                    "system",
+                    "service",
+                    "run_start_forced",
+                    rid,
+                    None,
+                    {"run_id": run_id, "not_ready": [str(p) for p in not_ready[rid]]},
+                    "started with --force although instruments were not ready",
+                )
         else:
             active, old_recipe = plan
             service.initial_events[rid] = runner.resume(active, old_recipe)
         service.runners[rid] = runner
     service.processor = CommandProcessor(site, service.runners, audit, clock)
     return service
+
+
+def _not_ready_error(not_ready: dict[str, list[NotReady]]) -> ConfigError:
+    lines = [f"reactor {rid}: {p}" for rid, problems in not_ready.items() for p in problems]
+    return ConfigError(
+        "START",
+        "",
+        "instruments the recipe needs are not ready; nothing was started:\n  "
+        + "\n  ".join(lines)
+        + "\n(fix them, or start anyway with --force, which is audited)",
+    )
 
 
 async def run_service(
@@ -239,11 +310,15 @@ async def _serve_socket(service: Service) -> asyncio.Server:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    service_uid = os.geteuid()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # the kernel says who connected (SO_PEERCRED); the caller cannot choose it
+        peer = peer_of(writer.get_extra_info("socket"))
+        identity = identify(service.site, peer, service_uid)
         try:
             while line := await reader.readline():
-                reply = _answer(service, line)
+                reply = _answer(service, line, identity)
                 writer.write(json.dumps(reply, default=str).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -252,19 +327,72 @@ async def _serve_socket(service: Service) -> asyncio.Server:
             writer.close()
 
     server = await asyncio.start_unix_server(handle, path=str(path), limit=64 * 1024)
-    # only the service's own user may command through the socket (the user name in a command
-    # is what the caller says; MQTT, where the broker authenticates, is the multi-user path)
-    path.chmod(0o600)
+    # private to the service's OS user, or open to one group; either way each caller is the site
+    # user its uid is mapped to (controller/service/peers.py, docs/site.md)
+    group = service.site.control_socket_group
+    if group is None:
+        path.chmod(0o600)
+        return server
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        server.close()
+        raise ConfigError(
+            "site file", "control_socket_group", f"no OS group '{group}' on this host"
+        ) from None
+    os.chown(path, -1, gid)
+    path.chmod(0o660)
     return server
 
 
-def _answer(service: Service, line: bytes) -> dict[str, Any]:
-    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        data = json.loads(line)
-        if isinstance(data, dict) and data.get("verb") == "status":
-            return {"ok": True, "verb": "status", "reactors": status(service)}
+def _answer(service: Service, line: bytes, identity: Identity | None = None) -> dict[str, Any]:
+    """Answer one control-socket request from a caller (default: the service's own OS user)."""
     assert service.processor is not None  # noqa: S101 - set by build_service
-    return service.processor.handle(line.strip(), source="ctl").as_dict()
+    data: dict[str, Any] | None = None
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        parsed = json.loads(line)
+        data = parsed if isinstance(parsed, dict) else None
+    identity = identity or Identity("service", None)
+    decision = decide(identity, data)
+    if decision.refused:  # audited like any refused command, with the caller's uid
+        fields = data or {}
+        user = str(fields.get("user", "?"))[:64]
+        verb = str(fields.get("verb", "?"))[:64]
+        known = service.site.user(user)
+        target = f"{str(fields.get('reactor', '?'))[:64]}/{str(fields.get('run_id', '?'))[:64]}"
+        record = service.audit.append(
+            service.clock.utc(),
+            user,
+            known.role if known else "unknown",
+            verb,
+            target,
+            None,
+            {"source": identity.source},
+            str(fields.get("reason", ""))[:1000],
+            f"refused: {decision.refused}",
+        )
+        return CommandResult(False, verb, f"refused: {decision.refused}", record.seq).as_dict()
+    request = decision.data
+    if request is not None and request.get("verb") == "status":
+        return {
+            "ok": True,
+            "verb": "status",
+            "reactors": status(service),
+            "transports": transport_states(service),
+        }
+    processor = service.processor
+    if decision.authenticated_user is not None or decision.acting_for is not None:
+        processor = copy.copy(processor)  # this caller's view: who it is, how it is recorded
+        processor.authenticated_user = decision.authenticated_user
+        if decision.acting_for is not None:
+            processor.audit = service.audit.on_behalf(decision.acting_for)
+    raw = line.strip() if request is data else json.dumps(request).encode()
+    return processor.handle(raw, source=identity.source).as_dict()
+
+
+def transport_states(service: Service) -> dict[str, str]:
+    """Every bus and line: open, or why not (the start-up cause kept by the transport)."""
+    return {label: s.describe() for label, s in service.transports.states().items()}
 
 
 def status(service: Service) -> dict[str, Any]:
@@ -282,10 +410,13 @@ def status(service: Service) -> dict[str, Any]:
             "actuation": snap.actuation,
             "harvests": snap.harvests,
             "pending_harvests": sorted(r.engine.pending) if r.engine else [],
+            # exposure reached while the phase is held: released (late) at the restart
+            "waiting_harvests": sorted(r.engine.waiting) if r.engine else [],
             "alarms": {
                 n: a
                 for n, a in r.alarms.snapshot().items()
                 if a["state"] not in ("normal", "suppressed")
             },
+            "overview": reactor_overview(r),  # for people: set points, bands, harvest clocks
         }
     return out

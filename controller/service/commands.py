@@ -13,6 +13,7 @@ between two cycles, never in the middle of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +113,19 @@ class CommandProcessor:
         )
         runner.commands.put_nowait(QueuedCommand(cmd, role))
         return CommandResult(True, cmd.verb, f"accepted: {cmd.verb} on {cmd.reactor}", record.seq)
+
+    def refuse(
+        self,
+        raw: str | bytes | dict[str, Any],
+        why: str,
+        source: str,
+        forced: dict[str, str] | None = None,
+    ) -> CommandResult:
+        """Refuse a command without looking further (audited with ``why``)."""
+        data: dict[str, Any] = dict(forced or {})
+        with contextlib.suppress(Refused):
+            data = _force(_parse(raw), forced or {})
+        return self._audit_refusal(data, why, source)
 
     def _role(self, user: str) -> str:
         found = self.site.user(user)

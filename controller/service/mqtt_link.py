@@ -5,7 +5,10 @@
 * Pumps the journal's outbox in sequence order; a message is marked published only after the
   broker's PUBACK (QoS 1). Nothing is lost while the broker is away: the outbox keeps growing and
   drains on reconnect.
-* Publishes each reactor's retained ``state`` on connect and whenever it changes.
+* Publishes each reactor's retained ``state`` on connect, whenever it changes (or the audit
+  trail's head moves) and once more on a clean shutdown, with the reactor's ``last_seq`` and the
+  audit head (docs/mqtt.md): a recorder learns of a lost tail of the stream, and keeps an external
+  copy of the audit head.
 * Answers replay requests from recorders by re-publishing held messages with ``"replay": true``.
 * Receives commands on ``.../{reactor}/cmd/{user}``: the user comes from the topic (the broker's
   ACL makes it authentic), the reactor from the topic; exactly one result is published on
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Any
 
 import aiomqtt
@@ -31,7 +35,7 @@ from controller.service.journal import RunJournal
 from controller.service.runner import ReactorRunner
 from telemetry.client import client_for
 from telemetry.config import BrokerConfig
-from telemetry.messages import dumps
+from telemetry.messages import audit_head_field, dumps
 from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.connected_once = False
         self.published = 0
-        self._state_sent: dict[str, int] = {}
+        self._state_sent: dict[str, tuple[int, tuple[int, str]]] = {}
 
     def notify(self) -> None:
         """A cycle has put messages in the outbox."""
@@ -131,6 +135,8 @@ class MqttLink:
                     waiter.cancel()
                     stopper.cancel()
                 await self._pump(client)
+                # the final state: its last_seq covers everything pumped since the last change
+                await self._publish_states(client, force=True)
                 await client.publish(self.topics.controller_status, b"offline", qos=1, retain=True)
             finally:
                 for task in (listener, replayer):
@@ -148,12 +154,17 @@ class MqttLink:
                 self.published += 1
         self.idle.set()
 
-    async def _publish_states(self, client: aiomqtt.Client) -> None:
+    async def _publish_states(self, client: aiomqtt.Client, *, force: bool = False) -> None:
+        """Publish each reactor's retained state if it (or the audit head) changed since sent."""
+        head = self.processor.audit.head()
         for rid, runner in self.runners.items():
-            if self._state_sent.get(rid) != runner.state_version:
-                payload = dumps(runner.state_message()).encode()
+            sent = (runner.state_version, head)
+            if force or self._state_sent.get(rid) != sent:
+                message = runner.state_message()
+                message["audit_head"] = audit_head_field(*head)
+                payload = dumps(message).encode()
                 await client.publish(self.topics.state(rid), payload, qos=1, retain=True)
-                self._state_sent[rid] = runner.state_version
+                self._state_sent[rid] = sent
 
     async def _listen(self, client: aiomqtt.Client, replays: asyncio.Queue[bytes]) -> None:
         """Handle commands as they come; hand replay requests to their own task.
@@ -174,27 +185,43 @@ class MqttLink:
                         replays.put_nowait(payload)
                     continue
                 parsed = self.topics.parse_command(topic)
-                if parsed is not None:
-                    await self._command(client, parsed[0], parsed[1], payload)
+                if parsed is not None and payload:  # empty: a retained command being cleared
+                    await self._command(client, parsed[0], parsed[1], payload, message.retain)
             except aiomqtt.MqttError:
                 raise  # the connection is gone: reconnect
             except Exception:  # one bad message must not end the link
                 log.exception("MQTT message on %s could not be handled", topic)
 
     async def _command(
-        self, client: aiomqtt.Client, reactor: str, user: str, payload: bytes
+        self, client: aiomqtt.Client, reactor: str, user: str, payload: bytes, retained: bool
     ) -> None:
-        request_id: Any = None
+        """Answer one command message exactly once, on ``cmd_result/{user}``.
+
+        A retained message is never executed (it would act again after every reconnect): it is
+        refused, audited, and cleared from the broker.
+        """
+        request_id: Any = _request_id_from_text(payload)
         data: dict[str, Any] | bytes = payload
         if len(payload) <= MAX_COMMAND_BYTES:
             with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 decoded = json.loads(payload)
                 if isinstance(decoded, dict):
-                    request_id = decoded.pop("request_id", None)
+                    request_id = bounded_request_id(decoded.pop("request_id", None))
                     data = decoded
-        result = self.processor.handle(
-            data, source=f"mqtt:{user}", forced={"reactor": reactor, "user": user}
-        ).as_dict()
+        source, forced = f"mqtt:{user}", {"reactor": reactor, "user": user}
+        if retained:
+            outcome = self.processor.refuse(
+                data,
+                "a retained command message is never executed (publish commands without retain)",
+                source,
+                forced,
+            )
+            topic = self.topics.command(reactor, user)
+            await client.publish(topic, b"", qos=1, retain=True)
+            log.warning("refused and cleared a retained command on %s", topic)
+        else:
+            outcome = self.processor.handle(data, source=source, forced=forced)
+        result = outcome.as_dict()
         reply = {"v": 1, "request_id": request_id, **result}
         await client.publish(
             self.topics.command_result(reactor, user), dumps(reply).encode(), qos=1
@@ -229,3 +256,39 @@ class MqttLink:
                 message["replay"] = True
                 await client.publish(held.topic, dumps(message).encode(), qos=1)
             first = page[-1].seq + 1
+
+
+REQUEST_ID_MAX_CHARS = 128
+_REQUEST_ID_KEY = re.compile(rb'"request_id"\s*:\s*')
+_REQUEST_ID_SCALAR = re.compile(rb'"(?:[^"\\]|\\.){0,128}"|-?\d{1,20}')
+
+
+def bounded_request_id(value: Any) -> str | int | float | bool | None:
+    """A request id fit to echo: scalars as given (long strings cut), anything else as short text.
+
+    Every command is answered exactly once with its request id, whatever the id holds — a deeply
+    nested value must not keep the answer from being built.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:REQUEST_ID_MAX_CHARS]
+    try:
+        text = json.dumps(value, default=str)
+    except (RecursionError, ValueError):
+        text = f"<{type(value).__name__}>"
+    return text[:REQUEST_ID_MAX_CHARS]
+
+
+def _request_id_from_text(payload: bytes) -> Any:
+    """The request id of a payload that cannot be parsed (too long, or not JSON), if readable."""
+    key = _REQUEST_ID_KEY.search(payload[:65536])
+    if key is None:
+        return None
+    rest = payload[key.end() : key.end() + 4 * REQUEST_ID_MAX_CHARS]
+    scalar = _REQUEST_ID_SCALAR.match(rest)
+    if scalar is not None:
+        with contextlib.suppress(ValueError, RecursionError):
+            return bounded_request_id(json.loads(scalar.group(0)))
+    # an object or array that could not be parsed: echo its opening text, bounded
+    return rest.decode(errors="replace")[:REQUEST_ID_MAX_CHARS]

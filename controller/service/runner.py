@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from common.config_errors import ConfigError
@@ -26,7 +27,6 @@ from controller.core.recipe import Phase, Recipe, check_feasible
 from controller.core.recipe_engine import Event, Measured, PhaseState, RecipeEngine
 from controller.core.safety import CycleView, Interlocks, alarm_conditions, build_alarms
 from controller.service import resume as resume_policy
-from controller.service import watchdog as cycle_watchdog
 from controller.service.actuators import ActuatorWriter
 from controller.service.audit import AuditTrail
 from controller.service.clock import CycleClock
@@ -49,8 +49,11 @@ from controller.service.intents import (
 from controller.service.journal import OutboxMessage, RunJournal, RunRecord
 from controller.service.shaping import Snapshot, TelemetryShaper, reading_dict
 from controller.service.site import ReactorConfig
-from drivers.catalog import RoleSet
-from drivers.reading import Reading
+from controller.service.startup import needed_sources
+from controller.service.watchdog import WatchdogThread
+from drivers.catalog import RoleSet, device_roles
+from drivers.errors import as_driver_error
+from drivers.reading import Quality, Reading
 from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,11 @@ class ReactorRunner:
         self.clock = clock
         self.topics = topics
         self.notify = notify
+        self.listeners: list[Callable[[ReactorRunner, list[Event]], None]] = []
+        """Called after every committed cycle with its events (operator page, notifications)."""
         self.period_s = config.process.control_period_s
+        self.time_scale = float(getattr(clock, "speed", 1.0))
+        """Simulated seconds per wall second (1: real time); readings are marked simulated else."""
         self.controller = ReactorController(config.process, config.tuning)
         self.alarms: AlarmSet = build_alarms(config.limits)
         self.interlocks = Interlocks(config.limits)
@@ -106,8 +113,18 @@ class ReactorRunner:
         self.commands: asyncio.Queue[QueuedCommand] = asyncio.Queue()
         self.finished = False  # the cycle task has ended: no command can act any more
         deadline_s = CYCLE_DEADLINE_SHARE * self.period_s
-        self.outputs = ActuatorWriter(roles, timeout_s=deadline_s, safe_timeout_s=self.period_s)
+        transport_of = {
+            role: str(getattr(d, "bus", None) or getattr(d, "line", ""))
+            for d in config.devices
+            for role in device_roles(d)
+        }
+        self.outputs = ActuatorWriter(
+            roles, timeout_s=deadline_s, safe_timeout_s=self.period_s, transport_of=transport_of
+        )
         self.shaper = TelemetryShaper(config.id, topics, journal.next_seq(config.id))
+        self.awaiting_trust = False
+        """A resumed run keeps its outputs safe until every reading its recipe needs is trusted."""
+        self._trust_needed: list[str] = []
         self.settled = SettleTracker()
         self.purge = PurgeWatch(
             config.process, self.controller.o2.dead_time_s, config.limits.supply_check_s
@@ -150,7 +167,12 @@ class ReactorRunner:
             "run_start",
             self.config.id,
             None,
-            {"run_id": run_id, "recipe": recipe.name, "sha256": sha256},
+            {
+                "run_id": run_id,
+                "recipe": recipe.name,
+                "sha256": sha256,
+                "time_scale": self.time_scale,
+            },
         )
         return run_id
 
@@ -179,6 +201,8 @@ class ReactorRunner:
         ]
         held, self.safe_state = resume_policy.apply_policy(policy, engine, t)
         events += held
+        self.awaiting_trust = True
+        self._trust_needed = sorted(needed_sources(recipe, self.roles))
         self.audit.append(
             now,
             "system",
@@ -189,6 +213,25 @@ class ReactorRunner:
             {"run_id": run.run_id, "policy": policy, "outage_s": self.data_gap_s},
         )
         return events
+
+    def describe(self) -> str:
+        """One line for the operator: started or resumed, run, recipe, phase, exposure, policy."""
+        engine, run = self.engine, self.run
+        if engine is None or run is None:
+            return "idle"
+        phase = self.phase.name if self.phase else "-"
+        exposure_s = engine.clock.exposure_s if engine.clock else 0.0
+        what = "resumed" if self.awaiting_trust or self.data_gap_s > 0 else "started"
+        line = (
+            f"{what} run {run.run_id} of '{run.recipe_name}', phase '{phase}' "
+            f"({engine.state.value}), exposure {exposure_s:.0f} s"
+        )
+        if what == "resumed":
+            line += (
+                f", after an outage of {self.data_gap_s:.0f} s, restart policy "
+                f"'{self.config.restart}'; outputs safe until the readings are trusted"
+            )
+        return line
 
     @property
     def phase(self) -> Phase | None:
@@ -267,9 +310,16 @@ class ReactorRunner:
         view = self._view(t, measured, readings, expected)
         act, lock_events = self.interlocks.apply(view, act)
         events += lock_events
+        if self.awaiting_trust:
+            untrusted = [n for n in self._trust_needed if not readings[n].trusted]
+            if untrusted:  # resumed: outputs stay safe until the readings can be trusted
+                act = Actuation.safe()
+            else:
+                self.awaiting_trust = False
+                events.append(Event(t, "readings_trusted", {"readings": self._trust_needed}))
         if self.safe_state:  # restart policy "safe": outputs off until an operator restarts
             act = Actuation.safe()
-        events += await self.outputs.write(t, act)
+        events += await self.outputs.write(t, act, measured.o2_pct)
         events += self.alarms.update(t, alarm_conditions(view, self.config.limits, self.alarms))
         self.data_gap_s = 0.0
         self._record(t, readings, act, engine)
@@ -285,6 +335,7 @@ class ReactorRunner:
         self.shaper.track(self.phase, engine, self.alarms)
         if self.notify is not None:
             self.notify()
+        self._tell_listeners(events)
         self.heartbeat = self.clock.monotonic()
         if engine.finished:
             self.journal.finish_run(run.run_id, "complete", self.clock.utc())
@@ -296,6 +347,14 @@ class ReactorRunner:
             return engine.state.value
         return "active"
 
+    def _tell_listeners(self, events: list[Event]) -> None:
+        """Hand the cycle's events to each listener; a failing listener never stops the cycle."""
+        for listener in self.listeners:
+            try:
+                listener(self, events)
+            except Exception:
+                log.exception("reactor %s: cycle listener failed", self.config.id)
+
     async def _read_all(self) -> dict[str, Reading]:
         """Every sensor role, plus each mixer's measured flow as ``<role>_flow``."""
         sources = dict(self.roles.readers)
@@ -304,13 +363,23 @@ class ReactorRunner:
         )
         names = sorted(sources)
         results = await asyncio.gather(*(self._read(sources[n]) for n in names))
+        if self.time_scale != 1.0:  # accelerated time: nothing here is a real measurement
+            results = [
+                replace(r, quality=Quality.SIMULATED) if r.quality is Quality.GOOD else r
+                for r in results
+            ]
         return dict(zip(names, results, strict=True))
 
     async def _read(self, read: Callable[[], Awaitable[Reading]]) -> Reading:
         try:
             return await asyncio.wait_for(read(), timeout=CYCLE_DEADLINE_SHARE * self.period_s)
         except Exception as exc:  # a faulty instrument degrades its own reading only
-            reason = "no answer within the cycle" if isinstance(exc, TimeoutError) else repr(exc)
+            deadline_s = CYCLE_DEADLINE_SHARE * self.period_s
+            reason = (
+                f"timeout: no answer within the cycle deadline ({deadline_s:.2f} s)"
+                if isinstance(exc, TimeoutError)
+                else as_driver_error(exc, self.config.id).reason
+            )
             return Reading.bad("", reason, self.clock.monotonic(), self.clock.utc())
 
     def _view(
@@ -385,10 +454,23 @@ class ReactorRunner:
 
     # ------------------------------------------------------------------------------ watchdog
     async def watchdog(self, stall_s: float) -> None:
-        """Put every actuator in its safe state whenever the cycle has stalled for ``stall_s``."""
-        await cycle_watchdog.guard(
-            self.config.id, self.clock, lambda: self.heartbeat, self.safe_outputs, stall_s
+        """Watch this reactor's cycle from a thread of its own until cancelled.
+
+        Every actuator goes to its safe state whenever no cycle has completed for ``stall_s``
+        real seconds (:class:`~controller.service.watchdog.WatchdogThread`).
+        """
+        dog = WatchdogThread(
+            self.config.id,
+            lambda: self.heartbeat,
+            self.safe_outputs,
+            asyncio.get_running_loop(),
+            stall_s,
         )
+        dog.start()
+        try:
+            await asyncio.Event().wait()  # until cancelled with the service
+        finally:
+            dog.stop()
 
     # ------------------------------------------------------------------------------ intents
     def plan(self, intent: Command) -> Plan:

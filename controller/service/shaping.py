@@ -69,6 +69,7 @@ class TelemetryShaper:
         self.seq = first_seq
         self.state_version = 0
         self._state_key: tuple[Any, ...] | None = None
+        self._events_shaped = False
 
     def outbox(
         self,
@@ -84,6 +85,7 @@ class TelemetryShaper:
         if topics is None:
             return []
         out: list[OutboxMessage] = []
+        self._events_shaped = self._events_shaped or bool(events)
         for ev in events:
             msg = event_message(topics.site, rid, self.seq, utc, run_id, ev)
             out.append(OutboxMessage(rid, self.seq, topics.event(rid), dumps(msg)))
@@ -116,7 +118,7 @@ class TelemetryShaper:
         engine: RecipeEngine | None,
         alarms: AlarmSet,
     ) -> dict[str, Any]:
-        """The retained ``state`` message of this reactor now."""
+        """The retained ``state`` message of this reactor now (``last_seq``: the outbox's last)."""
         return state_message(
             self.topics.site if self.topics else "",
             self.reactor,
@@ -126,10 +128,21 @@ class TelemetryShaper:
             engine.state.value if engine else "",
             visible_alarms(alarms),
             sorted(engine.pending) if engine else [],
+            last_seq=self.last_seq,
         )
 
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number put in the outbox (0: none yet)."""
+        return self.seq - 1
+
     def track(self, phase: Phase | None, engine: RecipeEngine | None, alarms: AlarmSet) -> None:
-        """Bump ``state_version`` when what the retained state shows has changed."""
+        """Bump ``state_version`` when what the retained state shows has changed.
+
+        Any event since the last call bumps it too, so the state (and its ``last_seq``) is
+        published again after the messages that matter most: a run's last events
+        (``run_complete``, harvests) can never be the unseen tail of the stream.
+        """
         key = (
             engine.index if engine else None,
             engine.state.value if engine else None,
@@ -139,6 +152,7 @@ class TelemetryShaper:
             tuple(sorted(visible_alarms(alarms).items())),
             tuple(sorted(engine.pending)) if engine else (),
         )
-        if key != self._state_key:
+        if key != self._state_key or self._events_shaped:
             self._state_key = key
+            self._events_shaped = False
             self.state_version += 1

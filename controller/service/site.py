@@ -15,6 +15,8 @@ from common.config_errors import load_toml_model
 from controller.core.process import ProcessModel
 from controller.core.reactor import ControllerTuning
 from controller.core.safety import SafetyLimits
+from controller.service.budget import transport_loads
+from controller.service.page_config import NotificationsConfig, PageConfig
 from drivers.catalog import DeviceConfig, RegisterMapConfig, device_roles
 from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
 from telemetry.config import BrokerConfig, RecorderConfig
@@ -87,11 +89,18 @@ class ReactorConfig(_Strict):
 
 
 class UserConfig(_Strict):
-    """A user allowed to command reactors (``reactors = ["*"]`` means all)."""
+    """A user allowed to command reactors (``reactors = ["*"]`` means all).
+
+    Attributes:
+        os_user: The OS account that is this user on the control socket (resolved to a uid).
+        uid: The same by numeric uid (for accounts the controller host's passwd does not list).
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     role: UserRole
     reactors: list[str] = Field(default_factory=lambda: ["*"])
+    os_user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.\-]{0,63}\$?$")
+    uid: int | None = Field(default=None, ge=0)
 
     def may_command(self, reactor: str) -> bool:
         """True when this user may act on ``reactor``."""
@@ -102,6 +111,7 @@ class SiteConfig(_Strict):
     """The whole site file."""
 
     site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    simulated: bool = False
     state_dir: Path = Path("var")
     control_socket: Path | None = None
     buses: dict[str, ModbusBusSettings] = Field(default_factory=dict)
@@ -109,8 +119,14 @@ class SiteConfig(_Strict):
     reactors: list[ReactorConfig] = Field(min_length=1)
     users: list[UserConfig] = Field(default_factory=list)
     password_file: Path | None = None
+    audit_key_file: Path | None = None
+    control_socket_group: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.\-]{0,63}$"
+    )
     broker: BrokerConfig = BrokerConfig(embedded=True)
     recorder: RecorderConfig = RecorderConfig()
+    page: PageConfig = PageConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
@@ -119,6 +135,7 @@ class SiteConfig(_Strict):
             msg = "reactor ids must be unique"
             raise ValueError(msg)
         self._check_devices()
+        self._check_time_budget()
         for u in self.users:
             if u.name in SERVICE_ACCOUNTS:
                 k = self.users.index(u)
@@ -127,6 +144,7 @@ class SiteConfig(_Strict):
                     f"(allowed: any other name than {', '.join(SERVICE_ACCOUNTS)})"
                 )
                 raise ValueError(msg)
+            self._check_os_identity(u)
             unknown = [x for x in u.reactors if x != "*" and x not in ids]
             if unknown:
                 k = self.users.index(u)
@@ -136,6 +154,19 @@ class SiteConfig(_Strict):
                 )
                 raise ValueError(msg)
         return self
+
+    def _check_os_identity(self, user: UserConfig) -> None:
+        """An OS account (name or uid) stands for one site user at most."""
+        k = self.users.index(user)
+        for other in self.users[:k]:
+            for key in ("os_user", "uid"):
+                mine = getattr(user, key)
+                if mine is not None and mine == getattr(other, key):
+                    msg = (
+                        f"@users[{k}].{key}: {mine!r} is already '{other.name}' "
+                        f"(allowed: one site user per OS account)"
+                    )
+                    raise ValueError(msg)
 
     def _check_devices(self) -> None:
         """Unique names, defined buses and lines, one unit id per bus, known map points."""
@@ -176,6 +207,16 @@ class SiteConfig(_Strict):
                             )
                             raise ValueError(msg)
 
+    def _check_time_budget(self) -> None:
+        """Every bus and line fits its worst case inside the cycle deadline (budget.py)."""
+        devices = [(d, r.process.control_period_s) for r in self.reactors for d in r.devices]
+        for load in transport_loads(devices, self.buses, self.lines):
+            if not load.fits:
+                where = "buses" if load.kind == "bus" else "lines"
+                field = "timeout_s" if load.kind == "bus" else "reply_timeout_s"
+                msg = f"@{where}.{load.name}.{field}: {load.problem()}"
+                raise ValueError(msg)
+
     def reactor(self, reactor_id: str) -> ReactorConfig:
         """The reactor with ``reactor_id``; ``KeyError`` naming the known ids otherwise."""
         for r in self.reactors:
@@ -195,6 +236,11 @@ class SiteConfig(_Strict):
         return self.password_file or self.state_dir / "users.passwd"
 
     @property
+    def audit_key_path(self) -> Path:
+        """The audit trail's HMAC key: ``audit_key_file`` or ``state_dir/audit.key``."""
+        return self.audit_key_file or self.state_dir / "audit.key"
+
+    @property
     def socket_path(self) -> Path:
         """Where ``hypoxia ctl`` finds the running service."""
         return self.control_socket or self.state_dir / f"{self.site}.sock"
@@ -211,4 +257,6 @@ def load_site(path: Path) -> SiteConfig:
         updates["control_socket"] = base / site.control_socket
     if site.password_file is not None and not site.password_file.is_absolute():
         updates["password_file"] = base / site.password_file
+    if site.audit_key_file is not None and not site.audit_key_file.is_absolute():
+        updates["audit_key_file"] = base / site.audit_key_file
     return site.model_copy(update=updates) if updates else site

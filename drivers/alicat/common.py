@@ -6,10 +6,14 @@ Reference: docs/protocols.md §4.1-4.2; Alicat Serial Primer (gas numbers, App. 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
+from drivers.base import GasCheck, GasReport
+from drivers.errors import DeviceTimeoutError, ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamp, Stamper
 from drivers.reading import Reading
 from drivers.units import DEG_C, LPM, PSIA
@@ -35,6 +39,17 @@ GAS_NUMBERS: dict[int, str] = {
     12: "C3H8",
 }
 """Alicat gas numbers -> short names as shown in the data frame."""
+
+DEFAULT_GAS_OF_ROLE: dict[str, str] = {
+    "n2_mixer": "N2",
+    "air_mixer": "Air",
+    "o2_mixer": "O2",
+    "co2_mixer": "CO2",
+}
+"""The gas a mixer role's MFC runs on unless the site file states ``gas``."""
+
+FULL_SCALE_TOLERANCE = 0.01
+"""Largest relative difference between reported and configured full scale."""
 
 FIELDS = ("pressure_psia", "temp_c", "vol_flow_lpm", "flow_lpm", "setpoint_lpm")
 
@@ -73,6 +88,28 @@ DEFAULT_BAD_STATUS: frozenset[str] = frozenset(STATUS_EFFECTS)
 """Status codes that turn the affected readings BAD. ``HLD``/``EXH`` are included: while the valve
 is held the measured flow is real but not controlled; drop them from the set to keep flow GOOD
 during a deliberate hold."""
+
+
+def gas_name(gas: int | str) -> str:
+    """Canonical short name (``"co2"`` -> ``"CO2"``).
+
+    Raises:
+        ValueError: Unknown gas.
+    """
+    return GAS_NUMBERS[gas_number(gas)]
+
+
+def role_gas(gas: str | None, role: str) -> str:
+    """The gas of a mixer: the site file's ``gas``, else the role's default (canonical name).
+
+    Raises:
+        ValueError: Unknown gas, or no default for ``role``.
+    """
+    if gas is not None:
+        return gas_name(gas)
+    if role not in DEFAULT_GAS_OF_ROLE:
+        raise ValueError(f"no default gas for role {role!r}; state 'gas'")
+    return DEFAULT_GAS_OF_ROLE[role]
 
 
 def gas_number(gas: int | str) -> int:
@@ -149,4 +186,128 @@ def all_bad(stamper: Stamper, reason: str) -> AlicatSample:
         setpoint_lpm=stamper.bad(LPM, reason, at=stamp),
         gas=None,
         status=frozenset(),
+    )
+
+
+def check_gas(
+    sample: AlicatSample, expected: str | None, stamper: Stamper, where: str
+) -> AlicatSample:
+    """``sample`` with its flows BAD (``gas_mismatch``) when it reports another gas than expected.
+
+    A controller calibrated for air but fed CO2 reports a wrong flow: the value is not trusted.
+    """
+    if expected is None or sample.gas == expected:
+        return sample
+    reason = f"gas_mismatch: {where} reports gas {sample.gas}, the site file states {expected}"
+
+    def mark(reading: Reading) -> Reading:
+        if not reading.trusted:
+            return reading  # already BAD for its own reason
+        return stamper.bad(reading.unit, reason, at=Stamp(reading.monotonic_s, reading.utc))
+
+    return dataclasses.replace(
+        sample,
+        flow_lpm=mark(sample.flow_lpm),
+        vol_flow_lpm=mark(sample.vol_flow_lpm),
+        setpoint_lpm=mark(sample.setpoint_lpm),
+    )
+
+
+class _GasOps(Protocol):
+    name: str
+    full_scale_lpm: float
+
+    @property
+    def where(self) -> str: ...
+
+    async def read_gas(self) -> GasReport: ...
+
+    async def select_gas(self, gas: int | str) -> None: ...
+
+
+async def ensure_gas(mfc: _GasOps, gas: str, *, select: bool) -> GasCheck:
+    """Read the gas, select ``gas`` if it differs and ``select`` allows, verify by read-back.
+
+    Never raises for device faults: the :class:`~drivers.base.GasCheck` carries the reason.
+
+    Raises:
+        ValueError: Unknown gas name.
+    """
+    wanted = gas_name(gas)
+
+    def result(
+        found: str | None, report: GasReport | None, selected: bool, reason: str
+    ) -> GasCheck:
+        return GasCheck(
+            device=mfc.name,
+            where=mfc.where,
+            requested=wanted,
+            found=found,
+            reported=report.gas if report else None,
+            selected=selected,
+            full_scale_lpm=report.full_scale_lpm if report else None,
+            configured_full_scale_lpm=mfc.full_scale_lpm,
+            reason=reason,
+        )
+
+    try:
+        before = await mfc.read_gas()
+    except Exception as exc:
+        return result(None, None, False, as_driver_error(exc, mfc.where).reason)
+    if before.gas == wanted:
+        return result(before.gas, before, False, _full_scale_reason(mfc, before))
+    if not select:
+        return result(
+            before.gas,
+            before,
+            False,
+            f"gas_mismatch: {mfc.where} reports gas {before.gas}, the site file states "
+            f"{wanted} (gas_select = 'verify': not changed)",
+        )
+    try:
+        await mfc.select_gas(wanted)
+    except DeviceTimeoutError as exc:
+        return result(
+            before.gas,
+            before,
+            True,
+            f"gas_select_refused: {mfc.where} did not answer the select command for {wanted} "
+            f"(it may lack gas selection; {exc.message}); it reports {before.gas}",
+        )
+    except ProtocolError as exc:
+        return result(
+            before.gas,
+            before,
+            True,
+            f"gas_select_refused: {mfc.where} refused to select {wanted} ({exc.message}); "
+            f"it reports {before.gas}",
+        )
+    except WriteVerifyError:
+        pass  # the read-back below says what it runs on now
+    except Exception as exc:
+        return result(before.gas, before, True, as_driver_error(exc, mfc.where).reason)
+    try:
+        after = await mfc.read_gas()
+    except Exception as exc:
+        return result(before.gas, None, True, as_driver_error(exc, mfc.where).reason)
+    if after.gas != wanted:
+        return result(
+            before.gas,
+            after,
+            True,
+            f"gas_mismatch: {mfc.where} still reports gas {after.gas} after selecting {wanted}",
+        )
+    return result(before.gas, after, True, _full_scale_reason(mfc, after))
+
+
+def _full_scale_reason(mfc: _GasOps, report: GasReport) -> str:
+    reported = report.full_scale_lpm
+    configured = mfc.full_scale_lpm
+    if reported is None or not math.isfinite(reported):
+        return ""
+    if abs(reported - configured) <= FULL_SCALE_TOLERANCE * configured:
+        return ""
+    return (
+        f"full_scale_mismatch: {mfc.where} reports full scale {reported:g} L/min on "
+        f"{report.gas}, the site file states {configured:g} L/min"
     )

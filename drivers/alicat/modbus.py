@@ -8,10 +8,11 @@ big-endian, most-significant word first (ABCD). Writes use FC16 only.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
@@ -22,10 +23,15 @@ from drivers.alicat.common import (
     FlowUnit,
     all_bad,
     apply_status,
+    check_gas,
+    ensure_gas,
+    gas_name,
     gas_number,
+    role_gas,
 )
+from drivers.base import GasCheck, GasReport
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32
-from drivers.errors import DriverError, ProtocolError, WriteVerifyError
+from drivers.errors import ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamper, ValidRange
 from drivers.reading import Reading
 from drivers.registry import MixerRole, OnBus, RoleSet, Transports
@@ -76,6 +82,11 @@ _F32 = RegisterType.FLOAT32
 _ABCD = WordOrder.BIG
 
 
+def gas_label(number: int) -> str:
+    """Short name of a gas number; ``"gas #240"`` for numbers outside the table (mixes)."""
+    return GAS_NUMBERS.get(number, f"gas #{number}")
+
+
 def status_codes(flags: int) -> frozenset[str]:
     """Status codes set in the 32-bit status register value."""
     return frozenset(code for bit, code in STATUS_BITS.items() if flags >> bit & 1)
@@ -90,7 +101,9 @@ class AlicatModbus:
     setpoint at 1009. Special commands write ``[command id, argument]`` to 999-1000 with FC16;
     the effect is then verified through the gas register or the HLD status bit. The result code
     is read back from 999 and codes >= 32769 raise (which register holds the result is not
-    stated in the manual we have; the verified effect is authoritative).
+    stated in the manual we have; the verified effect is authoritative). The 2023 map has no
+    full-scale register, so :meth:`read_gas` reports the gas only. With ``expected_gas`` set, a
+    poll reporting another gas makes the flows BAD (``gas_mismatch``).
 
     Args:
         hub: The bus.
@@ -101,6 +114,7 @@ class AlicatModbus:
         clock: Time source.
         bad_status: Status codes that make the affected readings BAD.
         verify_tolerance_fs: Allowed setpoint read-back error as a fraction of full scale.
+        expected_gas: The gas it must run on (``"CO2"``); ``None`` skips the per-read check.
     """
 
     def __init__(
@@ -114,6 +128,7 @@ class AlicatModbus:
         clock: Clock = DEFAULT_CLOCK,
         bad_status: frozenset[str] = DEFAULT_BAD_STATUS,
         verify_tolerance_fs: float = 0.001,
+        expected_gas: str | None = None,
     ) -> None:
         if not full_scale_lpm > 0:
             raise ValueError("full_scale_lpm must be > 0")
@@ -124,8 +139,14 @@ class AlicatModbus:
         self.flow_unit: FlowUnit = flow_unit
         self.bad_status = bad_status
         self.verify_tolerance_fs = verify_tolerance_fs
+        self.expected_gas = None if expected_gas is None else gas_name(expected_gas)
         self._stamper = Stamper(clock)
         self._to_lpm = LPM_PER_UNIT[flow_unit]
+
+    @property
+    def where(self) -> str:
+        """``"bus plant-tcp, unit 1"``."""
+        return f"{self.hub.label}, unit {self.unit}"
 
     async def start(self) -> None:
         """Nothing to prepare (the device is always in Modbus mode)."""
@@ -133,11 +154,15 @@ class AlicatModbus:
     async def read(self) -> AlicatSample:
         """Poll gas, status, pressure, temperature, flows and setpoint; never raises."""
         try:
-            regs = await self.hub.read_holding_registers(self.unit, REG_GAS, READ_BLOCK)
-            stamp = self._stamper.now()
-            sp_regs = await self.hub.read_holding_registers(self.unit, REG_SETPOINT, 2)
-        except DriverError as exc:
-            return all_bad(self._stamper, exc.reason)
+            return await self._read()
+        except Exception as exc:
+            error = as_driver_error(exc, f"{self.name} ({self.where})")
+            return all_bad(self._stamper, error.reason)
+
+    async def _read(self) -> AlicatSample:
+        regs = await self.hub.read_holding_registers(self.unit, REG_GAS, READ_BLOCK)
+        stamp = self._stamper.now()
+        sp_regs = await self.hub.read_holding_registers(self.unit, REG_SETPOINT, 2)
         fs = self.full_scale_lpm
         flow_valid = ValidRange(-0.05 * fs, 1.3 * fs)
         flags = int(decode(regs[1:3], RegisterType.UINT32, _ABCD))
@@ -160,7 +185,8 @@ class AlicatModbus:
             ),
         }
         readings = apply_status(readings, codes, self.bad_status, self._stamper, stamp)
-        return AlicatSample(**readings, gas=GAS_NUMBERS.get(regs[0]), status=codes)
+        sample = AlicatSample(**readings, gas=gas_label(regs[0]), status=codes)
+        return check_gas(sample, self.expected_gas, self._stamper, f"{self.name} ({self.where})")
 
     async def read_flow_lpm(self) -> Reading:
         """Mass flow, standard L/min."""
@@ -200,7 +226,28 @@ class AlicatModbus:
         await self._special(CMD_CHANGE_GAS, number)
         (readback,) = await self.hub.read_holding_registers(self.unit, REG_GAS, 1)
         if readback != number:
-            raise WriteVerifyError(self.name, "gas", number, readback)
+            raise WriteVerifyError(self.name, "gas", gas_label(number), gas_label(readback))
+
+    async def read_gas(self) -> GasReport:
+        """The gas register (1199); the full scale is not in the Modbus map (``None``).
+
+        Raises:
+            DriverError: The read failed.
+        """
+        (number,) = await self.hub.read_holding_registers(self.unit, REG_GAS, 1)
+        return GasReport(gas_label(number), None)
+
+    async def ensure_gas(self, gas: str, *, select: bool = True) -> GasCheck:
+        """Run on ``gas``: select it (special command 1) if the gas register differs.
+
+        Reads register 1199, selects ``gas`` if different and ``select`` allows, and verifies by
+        reading the register again. Never raises for device faults: the check's ``reason`` says
+        what is wrong.
+
+        Raises:
+            ValueError: Unknown gas name.
+        """
+        return await ensure_gas(self, gas, select=select)
 
     async def hold(self) -> None:
         """Hold the valve at its current position; verified by the HLD status bit."""
@@ -226,26 +273,45 @@ class AlicatModbus:
         (result,) = await self.hub.read_holding_registers(self.unit, REG_COMMAND, 1)
         if result in RESULT_CODES:
             raise ProtocolError(
-                f"{self.name}: special command {command}({argument}) failed: "
+                f"{self.name} ({self.where}): special command {command}({argument}) failed: "
                 f"{result} {RESULT_CODES[result]}"
             )
 
 
 class AlicatModbusConfig(OnBus):
-    """Alicat mass-flow controller over Modbus RTU/TCP."""
+    """Alicat mass-flow controller over Modbus RTU/TCP.
+
+    ``gas`` and ``gas_select`` as for ``alicat_serial``.
+    """
 
     driver: Literal["alicat_modbus"]
     role: MixerRole
     full_scale_lpm: float = Field(gt=0, le=10_000)
+    gas: str | None = Field(default=None, description="Alicat short gas name, e.g. 'CO2'")
+    gas_select: Literal["select", "verify"] = "select"
+
+    @field_validator("gas")
+    @classmethod
+    def _known_gas(cls, value: str | None) -> str | None:
+        return None if value is None else gas_name(value)
+
+    def expected_gas(self) -> str:
+        """The gas it must run on: ``gas``, else the role's default."""
+        return role_gas(self.gas, self.role)
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatModbus:
         """An :class:`AlicatModbus` serving its mixer role."""
+        gas = self.expected_gas()
         mfc = AlicatModbus(
             self.hub(transports),
             self.unit,
             full_scale_lpm=self.full_scale_lpm,
             name=self.name,
             clock=clock,
+            expected_gas=gas,
         )
         roles.mixers[self.role] = mfc
+        roles.gas_checks[self.role] = functools.partial(
+            mfc.ensure_gas, gas, select=self.gas_select == "select"
+        )
         return mfc

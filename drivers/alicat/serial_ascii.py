@@ -8,11 +8,12 @@ Default 19200 8N1, unit ids A-Z on one line, commands and replies end in CR only
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
@@ -23,9 +24,14 @@ from drivers.alicat.common import (
     FlowUnit,
     all_bad,
     apply_status,
+    check_gas,
+    ensure_gas,
+    gas_name,
     gas_number,
+    role_gas,
 )
-from drivers.errors import DriverError, ProtocolError, WriteVerifyError
+from drivers.base import GasCheck, GasReport
+from drivers.errors import DriverError, ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
 from drivers.registry import MixerRole, OnLine, RoleSet, Transports
@@ -33,6 +39,11 @@ from drivers.transport.serial_line import LineMatcher, SerialLine
 from drivers.units import DEG_C, LPM, PSIA
 
 _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+FULL_SCALE_QUERY = "FPF 5"
+"""Query the full scale of statistic 5 (mass flow), firmware 6v00 and later:
+``A 5 5.0000 71 NLPM`` = unit id, statistic, value, unit code, unit label [unverified: one
+community capture]."""
+_LPM_PER_LABEL = {"SLPM": 1.0, "NLPM": 1.0, "SCCM": 0.001, "NCCM": 0.001}
 
 
 def _decimals(token: str) -> int:
@@ -95,8 +106,10 @@ class AlicatSerial:
     Reference: Alicat serial primer / tutorial, docs/protocols.md §4.1.
 
     Commands used: poll (``A``), setpoint (``AS <value>``), gas select (``AG <n>``), hold valve
-    at current position (``AHP``), hold closed (``AHC``), cancel hold (``AC``). Every command that
-    changes the device returns a data frame, which is the read-back used for verification.
+    at current position (``AHP``), hold closed (``AHC``), cancel hold (``AC``), full scale
+    (``AFPF 5``). Every command that changes the device returns a data frame, which is the
+    read-back used for verification. With ``expected_gas`` set, a frame reporting another gas
+    makes the flows BAD (``gas_mismatch``).
 
     Args:
         line: The serial line (19200 8N1, ``eol`` CR).
@@ -107,6 +120,7 @@ class AlicatSerial:
         clock: Time source.
         bad_status: Status codes that make the affected readings BAD.
         verify_tolerance_fs: Allowed setpoint read-back error as a fraction of full scale.
+        expected_gas: The gas it must run on (``"CO2"``); ``None`` skips the per-read check.
     """
 
     def __init__(
@@ -120,6 +134,7 @@ class AlicatSerial:
         clock: Clock = DEFAULT_CLOCK,
         bad_status: frozenset[str] = DEFAULT_BAD_STATUS,
         verify_tolerance_fs: float = 0.001,
+        expected_gas: str | None = None,
     ) -> None:
         if len(unit_id) != 1 or not unit_id.isalpha():
             raise ValueError("unit_id must be one letter A-Z")
@@ -132,7 +147,13 @@ class AlicatSerial:
         self.flow_unit: FlowUnit = flow_unit
         self.bad_status = bad_status
         self.verify_tolerance_fs = verify_tolerance_fs
+        self.expected_gas = None if expected_gas is None else gas_name(expected_gas)
         self._stamper = Stamper(clock)
+
+    @property
+    def where(self) -> str:
+        """``"line mfc-rs232, unit B"``."""
+        return f"{self.line.label}, unit {self.unit_id}"
 
     def _match(self) -> LineMatcher:
         uid = self.unit_id
@@ -145,15 +166,18 @@ class AlicatSerial:
 
     async def _command(self, command: str) -> tuple[AlicatSample, str]:
         reply = await self.line.request(self.unit_id + command, self._match())
-        sample = parse_frame(
-            reply.text,
-            self.unit_id,
-            self.flow_unit,
-            self._stamper,
-            Stamp(reply.monotonic_s, reply.utc),
-            full_scale_lpm=self.full_scale_lpm,
-            bad_status=self.bad_status,
-        )
+        try:
+            sample = parse_frame(
+                reply.text,
+                self.unit_id,
+                self.flow_unit,
+                self._stamper,
+                Stamp(reply.monotonic_s, reply.utc),
+                full_scale_lpm=self.full_scale_lpm,
+                bad_status=self.bad_status,
+            )
+        except ProtocolError as exc:
+            raise ProtocolError(f"{self.name} ({self.where}): {exc.message}") from exc
         return sample, reply.text
 
     async def start(self) -> None:
@@ -166,12 +190,13 @@ class AlicatSerial:
         await self._command("")
 
     async def read(self) -> AlicatSample:
-        """Poll the data frame; never raises for device faults."""
+        """Poll the data frame; never raises (faults give BAD readings)."""
         try:
             sample, _ = await self._command("")
-        except DriverError as exc:
-            return all_bad(self._stamper, exc.reason)
-        return sample
+        except Exception as exc:
+            error = as_driver_error(exc, f"{self.name} ({self.where})")
+            return all_bad(self._stamper, error.reason)
+        return check_gas(sample, self.expected_gas, self._stamper, f"{self.name} ({self.where})")
 
     async def read_flow_lpm(self) -> Reading:
         """Mass flow, standard L/min."""
@@ -219,6 +244,44 @@ class AlicatSerial:
         if sample.gas != GAS_NUMBERS[number]:
             raise WriteVerifyError(self.name, "gas", GAS_NUMBERS[number], sample.gas)
 
+    async def read_gas(self) -> GasReport:
+        """The gas of the data frame and the full scale from ``FPF 5`` (``None`` if unanswered).
+
+        Raises:
+            DriverError: The poll failed.
+        """
+        sample, _ = await self._command("")
+        return GasReport(sample.gas, await self._full_scale_lpm())
+
+    async def _full_scale_lpm(self) -> float | None:
+        uid = self.unit_id
+        try:
+            reply = await self.line.request(uid + FULL_SCALE_QUERY, self._match())
+        except DriverError:
+            return None  # older firmware ignores the command
+        tokens = reply.text.split()
+        if len(tokens) < 4 or tokens[0] != uid or tokens[1] != "5":
+            return None
+        try:
+            value = float(tokens[2])
+        except ValueError:
+            return None
+        label = tokens[-1].upper()
+        return value * _LPM_PER_LABEL.get(label, LPM_PER_UNIT[self.flow_unit])
+
+    async def ensure_gas(self, gas: str, *, select: bool = True) -> GasCheck:
+        """Run on ``gas``: select it (``G n``) if the data frame shows another gas.
+
+        Reads the frame's gas, selects ``gas`` if different and ``select`` allows, verifies by
+        polling again, and reports the full scale (``FPF 5``) too. Never raises for device
+        faults: the check's ``reason`` says what is wrong (``gas_mismatch``,
+        ``gas_select_refused``, ``full_scale_mismatch``, transport keywords).
+
+        Raises:
+            ValueError: Unknown gas name.
+        """
+        return await ensure_gas(self, gas, select=select)
+
     async def hold(self) -> None:
         """Hold the valve at its current position (``HP``); verified by ``HLD`` in the frame."""
         await self._expect_hold("HP", held=True)
@@ -238,21 +301,42 @@ class AlicatSerial:
 
 
 class AlicatSerialConfig(OnLine):
-    """Alicat mass-flow controller over ASCII serial."""
+    """Alicat mass-flow controller over ASCII serial.
+
+    ``gas`` is the gas it must run on (default from the role: n2_mixer N2, air_mixer Air,
+    o2_mixer O2, co2_mixer CO2); ``gas_select = "select"`` lets the start-up check select it,
+    ``"verify"`` only reports a mismatch.
+    """
 
     driver: Literal["alicat_serial"]
     role: MixerRole
     unit_id: str = Field(default="A", pattern=r"^[A-Z]$")
     full_scale_lpm: float = Field(gt=0, le=10_000)
+    gas: str | None = Field(default=None, description="Alicat short gas name, e.g. 'CO2'")
+    gas_select: Literal["select", "verify"] = "select"
+
+    @field_validator("gas")
+    @classmethod
+    def _known_gas(cls, value: str | None) -> str | None:
+        return None if value is None else gas_name(value)
+
+    def expected_gas(self) -> str:
+        """The gas it must run on: ``gas``, else the role's default."""
+        return role_gas(self.gas, self.role)
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatSerial:
         """An :class:`AlicatSerial` (one unit id on a shared line) serving its mixer role."""
+        gas = self.expected_gas()
         mfc = AlicatSerial(
             self.serial_line(transports),
             self.unit_id,
             clock=clock,
             full_scale_lpm=self.full_scale_lpm,
             name=self.name,
+            expected_gas=gas,
         )
         roles.mixers[self.role] = mfc
+        roles.gas_checks[self.role] = functools.partial(
+            mfc.ensure_gas, gas, select=self.gas_select == "select"
+        )
         return mfc

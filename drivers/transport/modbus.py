@@ -18,10 +18,16 @@ Failure handling, sized for a ~1 s control cycle:
 * **Per bus**: when the connection is lost, the next request reconnects; failed opens back off
   exponentially (non-blocking deadline, see :class:`common.backoff.Backoff`).
   pymodbus's own background reconnect is disabled so that reconnects happen on our clock.
+* **Why it is down**: :class:`~drivers.transport.startup.OpenTracker` keeps the first and latest
+  open failure (:meth:`ModbusHub.state`); a request while the bus is down fails with the cause's
+  keyword (``port_not_found``, ``connection_refused`` ...). pymodbus's ``connect()`` only returns
+  ``False``, so the hub finds the cause itself (:mod:`drivers.transport.failures`): an RTU device
+  path is opened once by the hub first (settings read back, ``check_line_settings``), a TCP
+  connect that failed is tried once more with a plain socket.
 
-Retry library: :mod:`stamina` is used for the *start-up* wait in :meth:`ModbusHub.connect`
-(blocking is right there). Inside a control cycle we never sleep for a bus, so run-time
-reconnects use a deadline instead of stamina's sleeping retry loop.
+Start-up waits (:meth:`ModbusHub.connect` with ``wait_s``) sleep between attempts and do not
+advance the run-time back-off (:mod:`drivers.transport.startup`). Every exception of pymodbus,
+pyserial and termios becomes a :mod:`drivers.errors` error naming the bus.
 
 pymodbus facts relied on (pymodbus 3.16.1, docs/protocols.md §5): ``device_id=`` keyword,
 Modbus exceptions come back as an ``ExceptionResponse`` (not raised), no reply raises
@@ -34,12 +40,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import serial
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from common.backoff import Backoff
@@ -48,10 +52,24 @@ from drivers.errors import (
     BusDisconnectedError,
     DeviceTimeoutError,
     ModbusDeviceError,
+    OpenFailedError,
     ProtocolError,
 )
+from drivers.transport.failures import (
+    diagnose_serial_open,
+    diagnose_tcp_connect,
+    is_url,
+    open_serial,
+    refine_setting_error,
+    release,
+    runtime_error,
+    serial_open_error,
+    socket_address,
+    tcp_connect_error,
+)
+from drivers.transport.library_logs import quiet_library_logs
 from drivers.transport.settings import ModbusRtuSettings, ModbusTcpSettings
-from drivers.transport.startup import open_with_retry
+from drivers.transport.startup import OpenTracker, TransportState
 
 _LOG = logging.getLogger(__name__)
 
@@ -97,16 +115,26 @@ class ModbusHub:
         else:
             default_name = f"modbus-rtu {settings.port}"
         self.name = name or default_name
+        self.label = f"bus {self.name}"
         self.stats = HubStats()
         self._client: _Client | None = None
         self._lock = asyncio.Lock()
         self._closed = False
-        self._reconnect = Backoff(
+        where = (
+            f"{settings.host}:{settings.port}"
+            if isinstance(settings, ModbusTcpSettings)
+            else settings.port
+        )
+        self._tracker = OpenTracker(
+            self.label,
+            where,
             clock,
             settings.reconnect_initial_s,
-            max(settings.reconnect_max_s, settings.reconnect_initial_s),
+            settings.reconnect_max_s,
+            _LOG,
         )
         self._units: dict[int, Backoff] = {}
+        quiet_library_logs()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -114,19 +142,24 @@ class ModbusHub:
         """True while the underlying connection is open."""
         return self._client is not None and self._client.connected
 
+    def state(self) -> TransportState:
+        """Open or not, and why not: first and latest failure (``hypoxia devices read``)."""
+        return self._tracker.state(self.connected)
+
     async def connect(self, *, wait_s: float = 0.0) -> None:
         """Open the bus now.
 
         Args:
-            wait_s: If > 0, keep retrying with exponential backoff and jitter (via
-                :func:`stamina.retry_context`) for up to this many seconds -- for start-up, when
-                a gateway or simulator may still be booting.
+            wait_s: If > 0, keep retrying (sleeping between attempts, exponential with jitter)
+                for up to this many seconds -- for start-up, when a gateway or simulator may
+                still be booting. These attempts do not advance the run-time back-off.
 
         Raises:
-            BusDisconnectedError: The bus could not be opened (within ``wait_s``).
+            BusDisconnectedError: The bus could not be opened (within ``wait_s``); its keyword
+                names the cause (``connection_refused``, ``port_not_found`` ...).
         """
         self._closed = False
-        await open_with_retry(self._open_once, wait_s)
+        await self._tracker.start(self._open_once, wait_s)
 
     async def close(self) -> None:
         """Close the connection; requests then fail as disconnected until :meth:`connect`."""
@@ -156,7 +189,7 @@ class ModbusHub:
             (3, address, count),
             lambda c: c.read_holding_registers(address, count=count, device_id=unit),
         )
-        return _registers(rr, count, unit)
+        return _registers(rr, count, f"unit {unit} on {self.label}")
 
     async def read_input_registers(self, unit: int, address: int, count: int) -> list[int]:
         """FC04: read ``count`` (1-125) input registers starting at wire ``address``."""
@@ -165,14 +198,14 @@ class ModbusHub:
             (4, address, count),
             lambda c: c.read_input_registers(address, count=count, device_id=unit),
         )
-        return _registers(rr, count, unit)
+        return _registers(rr, count, f"unit {unit} on {self.label}")
 
     async def read_coils(self, unit: int, address: int, count: int) -> list[bool]:
         """FC01: read ``count`` coils starting at wire ``address``."""
         rr = await self._transact(
             unit, (1, address, count), lambda c: c.read_coils(address, count=count, device_id=unit)
         )
-        return _bits(rr, count, unit)
+        return _bits(rr, count, f"unit {unit} on {self.label}")
 
     async def read_discrete_inputs(self, unit: int, address: int, count: int) -> list[bool]:
         """FC02: read ``count`` discrete inputs starting at wire ``address``."""
@@ -181,7 +214,7 @@ class ModbusHub:
             (2, address, count),
             lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
         )
-        return _bits(rr, count, unit)
+        return _bits(rr, count, f"unit {unit} on {self.label}")
 
     async def write_register(self, unit: int, address: int, value: int) -> None:
         """FC06: write one holding register (0-65535)."""
@@ -217,11 +250,11 @@ class ModbusHub:
         if isinstance(s, ModbusTcpSettings):
             framer = FramerType.SOCKET if s.framing == "socket" else FramerType.RTU
             return self._tcp_client(s.host, s.port, framer)
-        url = urlsplit(s.port)
-        if url.scheme == "socket" and url.hostname and url.port:
+        address = socket_address(s.port)
+        if address is not None:
             # RTU over a TCP serial server: pyserial's socket:// handler sleeps 0.3 s inside
             # close() (blocking the event loop), so use pymodbus's native TCP client instead.
-            return self._tcp_client(url.hostname, url.port, FramerType.RTU)
+            return self._tcp_client(*address, FramerType.RTU)
         return AsyncModbusSerialClient(
             s.port,
             framer=FramerType.RTU,
@@ -251,32 +284,68 @@ class ModbusHub:
             self._client = self._make_client()
         if self._client.connected:
             return
+        client = self._client
         try:
-            ok = await self._client.connect()
-        except (OSError, serial.SerialException) as exc:
-            _LOG.debug("%s: open failed: %s", self.name, exc)
-            ok = False
+            await self._preflight()
+            ok = await client.connect()
+        except OpenFailedError:
+            self.stats.connect_failures += 1
+            raise
+        except Exception as exc:  # termios.error, ValueError: pymodbus catches only OSError
+            client.close()
+            self.stats.connect_failures += 1
+            raise await self._open_error(release(exc)) from exc
         if ok:
-            self._reconnect.succeeded()
             self.stats.connects += 1
             return
-        self._client.close()
+        client.close()
         self.stats.connect_failures += 1
-        delay = self._reconnect.failed()
-        raise BusDisconnectedError(f"cannot open {self.name}; next attempt in {delay:.1f} s")
+        raise await self._open_error(None)
+
+    async def _preflight(self) -> None:
+        """Open an RTU device path once ourselves (and close it) before pymodbus does.
+
+        pymodbus's ``connect()`` swallows the cause of an ``OSError`` and, when a line setting
+        does not take, raises ``termios.error`` after the port was opened -- leaving it open
+        and locked. :func:`~drivers.transport.failures.open_serial` classifies every failure,
+        names a refused setting and closes the port again.
+        """
+        s = self.settings
+        if isinstance(s, ModbusTcpSettings) or is_url(s.port):
+            return
+        port = await asyncio.to_thread(
+            open_serial, s, self.label, exclusive=True, check=s.check_line_settings
+        )
+        port.close()
+
+    async def _open_error(self, exc: Exception | None) -> OpenFailedError:
+        """Why the open failed: classify ``exc``, or find the cause pymodbus only logged."""
+        s = self.settings
+        if isinstance(s, ModbusTcpSettings):
+            address: tuple[str, int] | None = (s.host, s.port)
+        else:
+            address = socket_address(s.port)
+        if address is not None:
+            host, port = address
+            if exc is not None:
+                return tcp_connect_error(exc, self.label, host, port)
+            return await diagnose_tcp_connect(self.label, host, port, max(s.timeout_s, 1.0))
+        assert isinstance(s, ModbusRtuSettings)  # noqa: S101 - a serial port is left
+        if exc is None:
+            return await asyncio.to_thread(diagnose_serial_open, s, self.label)
+        error = serial_open_error(exc, self.label, s.port)
+        return await asyncio.to_thread(refine_setting_error, error, s, self.label)
 
     async def _ensure_connected(self) -> _Client:
         if self._closed:
-            raise BusDisconnectedError(f"{self.name} is closed")
+            raise BusDisconnectedError(f"{self.label} is closed")
         if self._client is not None and self._client.connected:
             return self._client
-        if not self._reconnect.ready():
-            raise BusDisconnectedError(
-                f"{self.name} not connected; next attempt in {self._reconnect.remaining_s():.1f} s"
-            )
-        await self._open_once()
+        if not self._tracker.reconnect.ready():
+            raise self._tracker.not_open()
+        await self._tracker.reopen(self._open_once)
         if self._client is None:  # pragma: no cover - _open_once sets it or raises
-            raise BusDisconnectedError(f"{self.name} not connected")
+            raise BusDisconnectedError(f"{self.label} not connected")
         return self._client
 
     def _unit(self, unit: int) -> Backoff:
@@ -302,7 +371,7 @@ class ModbusHub:
         if health.failures >= health.threshold and not health.ready():
             self.stats.skipped += 1
             raise DeviceTimeoutError(
-                f"timeout: unit {unit} on {self.name} silent for {health.failures} requests; "
+                f"unit {unit} on {self.label} silent for {health.failures} requests; "
                 f"next probe in {health.remaining_s():.1f} s"
             )
         async with self._lock:
@@ -312,26 +381,28 @@ class ModbusHub:
             self.stats.requests += 1
             try:
                 response = await call(client)
-            except ConnectionException as exc:
-                raise BusDisconnectedError(f"{self.name}: {exc}") from exc
             except ModbusIOException as exc:
                 health.failed()
                 what = _describe(request)
                 text = str(exc)
                 if "device id" in text or "transaction id" in text:
-                    raise ProtocolError(f"unit {unit} {what}: {text}") from exc
+                    raise ProtocolError(
+                        f"unit {unit} on {self.label}: {what}: reply from another id ({text})"
+                    ) from exc
                 self.stats.timeouts += 1
                 tries = self.settings.retries + 1
                 raise DeviceTimeoutError(
-                    f"timeout: no reply from unit {unit} on {self.name} to {what} "
+                    f"no reply from unit {unit} on {self.label} to {what} "
                     f"({tries} x {self.settings.timeout_s:g} s)"
                 ) from exc
+            except Exception as exc:  # ConnectionException, OSError, ModbusException ...
+                raise runtime_error(exc, self.label, f"unit {unit} {_describe(request)}") from exc
         if health.failures:
             health.succeeded()
         if response.isError():
             self.stats.exceptions += 1
             code = int(getattr(response, "exception_code", 0))
-            raise ModbusDeviceError(code, f"unit {unit} {_describe(request)}")
+            raise ModbusDeviceError(code, f"unit {unit} on {self.label}, {_describe(request)}")
         self.stats.ok += 1
         return response
 
@@ -341,15 +412,15 @@ def _describe(request: tuple[int, int, int]) -> str:
     return f"FC{fc:02d} @{address}+{count}"
 
 
-def _registers(rr: ModbusPDU, count: int, unit: int) -> list[int]:
+def _registers(rr: ModbusPDU, count: int, where: str) -> list[int]:
     regs = list(rr.registers)
     if len(regs) < count:
-        raise ProtocolError(f"unit {unit}: expected {count} registers, got {len(regs)}")
+        raise ProtocolError(f"{where}: expected {count} registers, got {len(regs)}")
     return regs[:count]
 
 
-def _bits(rr: ModbusPDU, count: int, unit: int) -> list[bool]:
+def _bits(rr: ModbusPDU, count: int, where: str) -> list[bool]:
     bits = list(rr.bits)
     if len(bits) < count:
-        raise ProtocolError(f"unit {unit}: expected {count} bits, got {len(bits)}")
+        raise ProtocolError(f"{where}: expected {count} bits, got {len(bits)}")
     return bits[:count]

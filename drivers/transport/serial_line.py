@@ -16,8 +16,14 @@ Ports are device paths (``/dev/ttyUSB0``, a pty slave) or pyserial URLs (``socke
 
 Reconnects: a lost port fails the pending request with :class:`BusDisconnectedError`; the next
 request (or :meth:`SerialLine.ensure_open`) reopens it, with a non-blocking exponential backoff
-between failed opens. :mod:`stamina` handles only the blocking start-up wait in
-:meth:`SerialLine.open`, for the same reason as in :mod:`drivers.transport.modbus`.
+between failed opens. The start-up wait of :meth:`SerialLine.open` sleeps between attempts and
+does not advance that back-off; :meth:`SerialLine.state` tells why the line is not open (first
+and latest failure), see :mod:`drivers.transport.startup`.
+
+Errors: everything pyserial, pyserial-asyncio-fast, termios and the socket layer raise becomes a
+:mod:`drivers.errors` error naming the line (:mod:`drivers.transport.failures`); after opening a
+device path the line reads its settings back (``check_line_settings``), because a driver may
+silently keep 8 data bits or no parity.
 """
 
 from __future__ import annotations
@@ -29,14 +35,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import serial
 import serial_asyncio_fast
 
-from common.backoff import Backoff
 from common.clock import DEFAULT_CLOCK, Clock
-from drivers.errors import BusDisconnectedError, DeviceTimeoutError
+from drivers.errors import (
+    BusDisconnectedError,
+    DeviceTimeoutError,
+    DriverError,
+    OpenFailedError,
+)
+from drivers.transport.failures import (
+    is_url,
+    open_serial,
+    release,
+    runtime_error,
+    serial_open_error,
+    socket_address,
+    tcp_connect_error,
+)
+from drivers.transport.library_logs import quiet_library_logs
 from drivers.transport.settings import SerialLineSettings
-from drivers.transport.startup import open_with_retry
+from drivers.transport.startup import OpenTracker, TransportState
 
 _LOG = logging.getLogger(__name__)
 
@@ -52,6 +71,15 @@ class Line:
 
 LineMatcher = Callable[[str], bool]
 LineListener = Callable[[Line], None]
+
+
+def first_line_wait_s(stream_period_s: float) -> float:
+    """How long a stream-mode sensor's first read waits for its first line after start.
+
+    One stream period plus a margin of half a period (at least 0.25 s) for the sensor's jitter
+    and the line's transit.
+    """
+    return stream_period_s + max(0.25, 0.5 * stream_period_s)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -79,7 +107,7 @@ class _LineProtocol(asyncio.Protocol):
             if raw:
                 self._owner.feed(raw.decode("ascii", errors="replace"))
         if len(self._buffer) > limit:
-            _LOG.debug("%s: discarding %d bytes without terminator", self._owner.name, limit)
+            _LOG.debug("%s: discarding %d bytes without terminator", self._owner.label, limit)
             self._buffer.clear()
             self._owner.garbage_lines += 1
 
@@ -121,6 +149,7 @@ class SerialLine:
         self.settings = settings
         self.clock = clock
         self.name = name or settings.port
+        self.label = f"line {self.name}"
         self.generation = 0
         self.garbage_lines = 0
         self.unrouted_lines = 0
@@ -130,11 +159,15 @@ class SerialLine:
         self._request_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
         self._closed = False
-        self._reconnect = Backoff(
+        self._tracker = OpenTracker(
+            self.label,
+            settings.port,
             clock,
             settings.reconnect_initial_s,
-            max(settings.reconnect_max_s, settings.reconnect_initial_s),
+            settings.reconnect_max_s,
+            _LOG,
         )
+        quiet_library_logs()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -142,26 +175,34 @@ class SerialLine:
         """True while the port is open."""
         return self._protocol is not None and self._protocol.transport is not None
 
+    def state(self) -> TransportState:
+        """Open or not, and why not: first and latest failure (``hypoxia devices read``)."""
+        return self._tracker.state(self.connected)
+
     async def open(self, *, wait_s: float = 0.0) -> None:
-        """Open the port now; with ``wait_s`` > 0 retry (stamina backoff) up to that long.
+        """Open the port now; with ``wait_s`` > 0 keep trying (sleeping) up to that long.
+
+        Start-up attempts do not advance the run-time reconnect back-off.
 
         Raises:
-            BusDisconnectedError: The port could not be opened.
+            BusDisconnectedError: The port could not be opened; its keyword names the cause
+                (``port_not_found``, ``line_setting_refused`` ...).
         """
         self._closed = False
-        await open_with_retry(self._open_once, wait_s)
+        await self._tracker.start(self._open_once, wait_s)
 
     async def ensure_open(self) -> None:
-        """Reopen a lost port if the backoff allows; else raise :class:`BusDisconnectedError`."""
+        """Reopen a lost port if the backoff allows; else raise :class:`BusDisconnectedError`.
+
+        The error's keyword is the latest open failure's (``disconnected`` if none).
+        """
         if self.connected:
             return
         if self._closed:
-            raise BusDisconnectedError(f"{self.name} is closed")
-        if not self._reconnect.ready():
-            raise BusDisconnectedError(
-                f"{self.name} not open; next attempt in {self._reconnect.remaining_s():.1f} s"
-            )
-        await self._open_once()
+            raise BusDisconnectedError(f"{self.label} is closed")
+        if not self._tracker.reconnect.ready():
+            raise self._tracker.not_open()
+        await self._tracker.reopen(self._open_once)
 
     async def close(self) -> None:
         """Close the port and wait until the transport has released it."""
@@ -196,10 +237,19 @@ class SerialLine:
         return unsubscribe
 
     async def send(self, command: str) -> None:
-        """Write ``command`` plus the configured terminator without waiting for a reply."""
+        """Write ``command`` plus the configured terminator without waiting for a reply.
+
+        Raises:
+            DriverError: The line is not open or the write failed (never a raw exception).
+        """
         async with self._request_lock:
             await self.ensure_open()
-            self._write(command)
+            try:
+                self._write(command)
+            except DriverError:
+                raise
+            except Exception as exc:
+                raise runtime_error(exc, self.label, f"sending {command!r}") from exc
 
     async def request(
         self, command: str, match: LineMatcher, *, timeout_s: float | None = None
@@ -213,7 +263,9 @@ class SerialLine:
 
         Raises:
             DeviceTimeoutError: No matching line in time.
-            BusDisconnectedError: The port is closed or was lost while waiting.
+            BusDisconnectedError: The port is closed or was lost while waiting (the keyword
+                names why it is not open).
+            DriverError: Anything else the stack raised, mapped (never a raw exception).
         """
         timeout = self.settings.reply_timeout_s if timeout_s is None else timeout_s
         async with self._request_lock:
@@ -226,8 +278,12 @@ class SerialLine:
                     return await future
             except TimeoutError as exc:
                 raise DeviceTimeoutError(
-                    f"timeout: no reply to {command!r} on {self.name} within {timeout:g} s"
+                    f"no reply to {command!r} on {self.label} within {timeout:g} s"
                 ) from exc
+            except DriverError:
+                raise
+            except Exception as exc:
+                raise runtime_error(exc, self.label, repr(command)) from exc
             finally:
                 self._pending = None
 
@@ -246,22 +302,23 @@ class SerialLine:
             try:
                 listener(line)
             except Exception:
-                _LOG.exception("%s: line listener failed", self.name)
+                _LOG.exception("%s: line listener failed", self.label)
 
     def lost(self, protocol: _LineProtocol, exc: Exception | None) -> None:
         """Connection-lost callback: fail the pending request."""
         if protocol is not self._protocol:
             return
-        _LOG.info("%s: connection lost (%s)", self.name, exc)
+        _LOG.info("%s: connection lost (%s)", self.label, exc or "closed by the other end")
         pending = self._pending
         if pending is not None and not pending[1].done():
-            pending[1].set_exception(BusDisconnectedError(f"{self.name}: connection lost"))
+            cause = f" ({exc})" if exc else ""
+            pending[1].set_exception(BusDisconnectedError(f"{self.label}: connection lost{cause}"))
 
     # ------------------------------------------------------------------ internals
     def _write(self, command: str) -> None:
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
-            raise BusDisconnectedError(f"{self.name} not open")
+            raise BusDisconnectedError(f"{self.label} not open")
         protocol.transport.write((command + self.settings.eol).encode("ascii"))
 
     async def _open_once(self) -> None:
@@ -269,27 +326,53 @@ class SerialLine:
             if self.connected:
                 return
             s = self.settings
-            loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(s.connect_timeout_s):
-                    transport, protocol = await serial_asyncio_fast.create_serial_connection(
-                        loop,
-                        lambda: _LineProtocol(self),
-                        s.port,
-                        baudrate=s.baudrate,
-                        bytesize=s.bytesize,
-                        parity=s.parity,
-                        stopbits=s.stopbits,
-                    )
-            except (OSError, serial.SerialException, TimeoutError) as exc:
-                delay = self._reconnect.failed()
-                raise BusDisconnectedError(
-                    f"cannot open {self.name}: {exc}; next attempt in {delay:.1f} s"
+                    transport, protocol = await self._connect()
+            except TimeoutError as exc:
+                raise OpenFailedError(
+                    "connect_timeout",
+                    f"{self.label}: {s.port} did not open within {s.connect_timeout_s:g} s",
                 ) from exc
             if not isinstance(protocol, _LineProtocol):  # pragma: no cover
+                transport.close()
                 raise TypeError("unexpected protocol type")
             # The serial transport calls connection_made() on a later loop iteration.
             protocol.connection_made(transport)
             self._protocol = protocol
-            self._reconnect.succeeded()
             self.generation += 1
+
+    async def _connect(self) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+        """Open the port (a device path through :func:`open_serial`, a URL through the library).
+
+        Raises:
+            OpenFailedError: Classified; never a raw library exception.
+        """
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        if is_url(s.port):
+            try:
+                return await serial_asyncio_fast.create_serial_connection(
+                    loop,
+                    lambda: _LineProtocol(self),
+                    s.port,
+                    baudrate=s.baudrate,
+                    bytesize=s.bytesize,
+                    parity=s.parity,
+                    stopbits=s.stopbits,
+                )
+            except Exception as exc:  # OSError, SerialException, ValueError
+                address = socket_address(s.port)
+                if address is not None:
+                    raise tcp_connect_error(release(exc), self.label, *address) from exc
+                raise serial_open_error(release(exc), self.label, s.port) from exc
+        port = await asyncio.to_thread(
+            open_serial, s, self.label, exclusive=s.exclusive, check=s.check_line_settings
+        )
+        try:
+            return await serial_asyncio_fast.connection_for_serial(
+                loop, lambda: _LineProtocol(self), port
+            )
+        except Exception as exc:
+            port.close()
+            raise serial_open_error(release(exc), self.label, s.port) from exc

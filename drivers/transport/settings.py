@@ -62,6 +62,9 @@ class ModbusRtuSettings(_BusTiming):
         bytesize: Data bits, 7 or 8.
         parity: ``"N"``, ``"E"`` or ``"O"``.
         stopbits: 1 or 2 (Vaisala default 8N2).
+        check_line_settings: After opening, read the port's settings back and refuse it
+            (``line_setting_refused``) when the driver silently kept another value -- a USB
+            adapter or a pty that cannot do 7 data bits or parity (docs/protocols.md §6).
     """
 
     kind: Literal["rtu"] = "rtu"
@@ -70,6 +73,7 @@ class ModbusRtuSettings(_BusTiming):
     bytesize: Literal[7, 8] = 8
     parity: Parity = "N"
     stopbits: Literal[1, 2] = 1
+    check_line_settings: bool = True
 
 
 ModbusBusSettings = Annotated[ModbusTcpSettings | ModbusRtuSettings, Field(discriminator="kind")]
@@ -92,6 +96,11 @@ class SerialLineSettings(BaseModel):
         reconnect_initial_s: First delay after a failed open, seconds.
         reconnect_max_s: Largest delay between open attempts, seconds.
         max_line_bytes: Longest accepted line; longer input is discarded as garbage.
+        exclusive: Lock the port (``flock``) while open, so a second program (a
+            ``hypoxia devices read`` beside the running service) gets ``port_busy`` instead of
+            mixing its traffic into ours. Ignored for URLs.
+        check_line_settings: After opening, read the port's settings back and refuse it
+            (``line_setting_refused``) when the driver silently kept another value.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,3 +116,5 @@ class SerialLineSettings(BaseModel):
     reconnect_initial_s: float = Field(0.5, ge=0, le=60)
     reconnect_max_s: float = Field(30.0, ge=0, le=600)
     max_line_bytes: int = Field(512, ge=16, le=65536)
+    exclusive: bool = True
+    check_line_settings: bool = True

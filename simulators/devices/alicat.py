@@ -4,6 +4,10 @@ Flow comes from the :class:`PlantLink` (``flow_lpm(gas_line)``); setpoints and v
 pushed into it (``set_flow_setpoint_lpm``). Frame layout per docs/protocols.md §4.1:
 ``A +014.62 +021.89 +000.00 +000.00 +078.95     N2`` then status codes. Modbus map per §4.2
 (setpoint float ABCD @1009, gas @1199, status/P/T/flows @1200-1209, commands @999-1000).
+
+Gas: ``gas=`` starts the instrument on any gas (a CO2 line's MFC on its Air calibration, to test
+that the driver notices); ``gas_select=False`` emulates an instrument without gas selection (the
+ASCII select commands go unanswered, the Modbus special command answers 32771).
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from typing import Literal, Self, cast
 from pymodbus.simulator import DataType, SimData
 
 from common.clock import DEFAULT_CLOCK, Clock
-from drivers.alicat.common import GAS_NUMBERS, LPM_PER_UNIT, FlowUnit, gas_number
+from drivers.alicat.common import (
+    DEFAULT_GAS_OF_ROLE,
+    GAS_NUMBERS,
+    LPM_PER_UNIT,
+    FlowUnit,
+    gas_number,
+)
 from drivers.alicat.modbus import (
     REG_COMMAND,
     REG_GAS,
@@ -29,8 +39,8 @@ from simulators.devices.link import PlantLink, SiteLink
 from simulators.devices.modbus_bus import ModbusDeviceSim, overlaps, put
 
 STANDARD_PSIA = 14.696
-GAS_OF_ROLE = {"n2_mixer": "N2", "air_mixer": "Air", "o2_mixer": "O2", "co2_mixer": "CO2"}
-"""Plant gas line fed by the MFC of each mixer role (calibrated for that gas)."""
+GAS_OF_ROLE = DEFAULT_GAS_OF_ROLE
+"""Plant gas line fed by the MFC of each mixer role."""
 Hold = Literal["current", "closed"] | None
 
 
@@ -45,6 +55,7 @@ class AlicatState:
         extra_status: Status codes to add to every frame (fault injection, e.g. ``{"MOV"}``).
         pressure_psia: Reported absolute pressure.
         gas_temp_c: Reported gas temperature.
+        gas_select: False: the instrument cannot change its gas (selection refused).
     """
 
     def __init__(
@@ -56,12 +67,15 @@ class AlicatState:
         full_scale: float,
         flow_unit: FlowUnit,
         gas: int,
+        gas_select: bool = True,
     ) -> None:
         self.link = link
         self.gas_line = gas_line
         self.faults = faults
         self.full_scale = full_scale
+        self.flow_unit: FlowUnit = flow_unit
         self.to_lpm = LPM_PER_UNIT[flow_unit]
+        self.gas_select = gas_select
         self.setpoint = 0.0
         self.gas = gas
         self.hold: Hold = None
@@ -113,8 +127,8 @@ class AlicatState:
         self.hold = hold
 
     def set_gas(self, number: int) -> bool:
-        """Select a gas (False if unknown)."""
-        if number not in GAS_NUMBERS:
+        """Select a gas (False if unknown or the instrument cannot select gases)."""
+        if number not in GAS_NUMBERS or not self.gas_select:
             return False
         if not self.faults.stuck:
             self.gas = number
@@ -130,7 +144,8 @@ class AlicatAsciiSim(AsciiInstrumentSim):
         unit_id: Letter A-Z.
         full_scale: Full scale in device units.
         flow_unit: ``"SLPM"`` or ``"SCCM"``.
-        gas: Initially selected gas number (8 = N2).
+        gas: Initially selected gas number (8 = N2) -- any gas, to start on a wrong one.
+        gas_select: False: ``G``/``GS`` with an argument go unanswered (no gas selection).
         clock: Time source for faults.
 
     Attributes:
@@ -148,24 +163,30 @@ class AlicatAsciiSim(AsciiInstrumentSim):
         full_scale: float = 5.0,
         flow_unit: FlowUnit = "SLPM",
         gas: int = 8,
+        gas_select: bool = True,
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
         super().__init__(clock=clock)
         self.unit_id = unit_id.upper()
         self.state = AlicatState(
-            link, gas_line, self.faults, full_scale=full_scale, flow_unit=flow_unit, gas=gas
+            link,
+            gas_line,
+            self.faults,
+            full_scale=full_scale,
+            flow_unit=flow_unit,
+            gas=gas,
+            gas_select=gas_select,
         )
 
     @classmethod
     def for_config(cls, cfg: AlicatSerialConfig, link: SiteLink, clock: Clock) -> Self:
         """The simulator of a site file's ``alicat_serial`` entry, on its role's gas line."""
-        gas = GAS_OF_ROLE[cfg.role]
         return cls(
             link,
-            gas,
+            GAS_OF_ROLE[cfg.role],
             unit_id=cfg.unit_id,
             full_scale=cfg.full_scale_lpm,
-            gas=gas_number(gas),
+            gas=gas_number(cfg.expected_gas()),
             clock=clock,
         )
 
@@ -185,8 +206,14 @@ class AlicatAsciiSim(AsciiInstrumentSim):
         body = command[1:].strip().upper()
         if body == "VE":
             return [f"{self.unit_id}   10v20.0-R24 Jan  9 2025,15:04:07"]
+        if body == "FPF 5":  # full scale of statistic 5 (mass flow); the unit code is not emulated
+            s = self.state
+            return [f"{self.unit_id} 5 {s.full_scale:.4f} 0 {s.flow_unit}"]
+        if body.startswith("G") and body[1:].strip("S ").isdigit() and not self.state.gas_select:
+            return []  # a feature the instrument lacks: ignored silently (docs/protocols.md §4.1)
         if body.startswith("GS"):
-            ok = self._gas(body[2:])
+            arg = body[2:].strip()
+            ok = not arg or self._gas(arg)  # "GS" alone queries the active gas
             gas = GAS_NUMBERS[self.state.gas]
             return [f"{self.unit_id} {self.state.gas} {gas} {gas}"] if ok else ["?"]
         return [self.frame()] if self._apply(body) else ["?"]
@@ -234,7 +261,8 @@ class AlicatModbusSim(ModbusDeviceSim):
         unit: Modbus unit id.
         full_scale: Full scale in device units.
         flow_unit: ``"SLPM"`` or ``"SCCM"``.
-        gas: Initially selected gas number.
+        gas: Initially selected gas number -- any gas, to start on a wrong one.
+        gas_select: False: special command 1 answers 32771 (feature unsupported).
         clock: Time source for faults.
 
     Attributes:
@@ -250,23 +278,29 @@ class AlicatModbusSim(ModbusDeviceSim):
         full_scale: float = 5.0,
         flow_unit: FlowUnit = "SLPM",
         gas: int = 8,
+        gas_select: bool = True,
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
         super().__init__(unit, clock=clock)
         self.state = AlicatState(
-            link, gas_line, self.faults, full_scale=full_scale, flow_unit=flow_unit, gas=gas
+            link,
+            gas_line,
+            self.faults,
+            full_scale=full_scale,
+            flow_unit=flow_unit,
+            gas=gas,
+            gas_select=gas_select,
         )
 
     @classmethod
     def for_config(cls, cfg: AlicatModbusConfig, link: SiteLink, clock: Clock) -> Self:
         """The simulator of a site file's ``alicat_modbus`` entry, on its role's gas line."""
-        gas = GAS_OF_ROLE[cfg.role]
         return cls(
             link,
-            gas,
+            GAS_OF_ROLE[cfg.role],
             unit=cfg.unit,
             full_scale=cfg.full_scale_lpm,
-            gas=gas_number(gas),
+            gas=gas_number(cfg.expected_gas()),
             clock=clock,
         )
 
@@ -317,6 +351,8 @@ class AlicatModbusSim(ModbusDeviceSim):
     def _special(self, command: int, argument: int) -> int:
         s = self.state
         if command == 1:
+            if not s.gas_select:
+                return 32771  # requested feature unsupported
             return 0 if s.set_gas(argument) else 32770
         if command == 6:
             holds: dict[int, Hold] = {0: None, 1: "closed", 2: "current"}

@@ -32,9 +32,17 @@ class ModbusFactory(Protocol):
     """Start a simulated bus and return it with a connected hub."""
 
     def __call__(
-        self, devices: Sequence[ModbusDeviceSim], framing: Framing = "socket", **settings: object
+        self,
+        devices: Sequence[ModbusDeviceSim],
+        framing: Framing = "socket",
+        *,
+        name: str | None = None,
+        **settings: object,
     ) -> Awaitable[tuple[ModbusBusSim, ModbusHub]]:
-        """Start ``devices`` on one bus; ``settings`` override the hub settings."""
+        """Start ``devices`` on one bus; ``settings`` override the hub settings.
+
+        ``name`` names the hub (as a site file's bus name would).
+        """
         ...
 
 
@@ -46,9 +54,14 @@ class AsciiFactory(Protocol):
         instruments: Sequence[AsciiInstrumentSim],
         transport: AsciiTransport = "tcp",
         stream_interval_s: float | None = None,
+        *,
+        name: str | None = None,
         **settings: object,
     ) -> Awaitable[tuple[AsciiPortSim, SerialLine]]:
-        """Serve ``instruments`` on one port; ``settings`` override the line settings."""
+        """Serve ``instruments`` on one port; ``settings`` override the line settings.
+
+        ``name`` names the line (as a site file's line name would).
+        """
         ...
 
 
@@ -60,13 +73,17 @@ async def modbus_harness(
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(
-            devices: Sequence[ModbusDeviceSim], framing: Framing = "socket", **settings: object
+            devices: Sequence[ModbusDeviceSim],
+            framing: Framing = "socket",
+            *,
+            name: str | None = None,
+            **settings: object,
         ) -> tuple[ModbusBusSim, ModbusHub]:
             bus = ModbusBusSim(devices, framing=framing)
             await bus.start()
             stack.push_async_callback(bus.stop)
             merged = {"timeout_s": timeout_s, "retries": retries, **settings}
-            hub = ModbusHub(bus.settings(**merged), clock=clock)
+            hub = ModbusHub(bus.settings(**merged), clock=clock, name=name)
             await hub.connect()
             stack.push_async_callback(hub.close)
             return bus, hub
@@ -85,6 +102,8 @@ async def ascii_harness(
             instruments: Sequence[AsciiInstrumentSim],
             transport: AsciiTransport = "tcp",
             stream_interval_s: float | None = None,
+            *,
+            name: str | None = None,
             **settings: object,
         ) -> tuple[AsciiPortSim, SerialLine]:
             sim = AsciiPortSim(instruments, stream_interval_s=stream_interval_s)
@@ -98,7 +117,7 @@ async def ascii_harness(
                     **settings,
                 }
             )
-            line = SerialLine(line_settings, clock=clock)
+            line = SerialLine(line_settings, clock=clock, name=name)
             await line.open()
             stack.push_async_callback(line.close)
             return sim, line

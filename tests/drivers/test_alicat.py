@@ -134,7 +134,9 @@ async def test_ascii_garbled_frame_and_question_mark(
     assert link.setpoints_lpm["O2"] == pytest.approx(0.25)
     sim.faults.garble = True
     reading = await mfc.read_flow_lpm()
-    assert reading.reason.startswith("protocol error: unrecognised frame layout")
+    assert reading.keyword == "protocol_error"
+    assert "unrecognised frame layout" in reading.reason
+    assert f"({line.label}, unit A)" in reading.reason  # names the line
     sim.faults.clear()
     with pytest.raises(ProtocolError, match=r"device replied '\?'"):
         await mfc._command("X")

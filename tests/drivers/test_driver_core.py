@@ -15,7 +15,12 @@ from common.backoff import Backoff
 from common.clock import Clock, ManualClock, SystemClock
 from drivers.alicat import AlicatModbus, AlicatSerial
 from drivers.base import CO2Sensor, FlowController, O2Sensor, TemperatureSensor
-from drivers.errors import DeviceTimeoutError, ModbusDeviceError, WriteVerifyError
+from drivers.errors import (
+    REASON_KEYWORDS,
+    DeviceTimeoutError,
+    ModbusDeviceError,
+    WriteVerifyError,
+)
 from drivers.gss import GssCO2
 from drivers.luminox import LuminOx
 from drivers.pt100 import Pt100Transmitter
@@ -54,7 +59,7 @@ def test_stamper_and_aged() -> None:
     assert good.quality is Quality.GOOD
     assert good.trusted
     assert good.monotonic_s == clock.monotonic()
-    assert stamper.value(30, "%", ValidRange(0, 25)).reason == "out of range: 30 % not in [0, 25]"
+    assert stamper.value(30, "%", ValidRange(0, 25)).reason == "out_of_range: 30 % not in [0, 25]"
     nan = stamper.value(math.nan, "%")
     assert (nan.quality, nan.reason) == (Quality.BAD, "nan: device reports no valid value")
     assert stamper.failed("%", DeviceTimeoutError("no reply")).reason == "timeout: no reply"
@@ -73,10 +78,11 @@ def test_stamper_and_aged() -> None:
 
 def test_error_reasons() -> None:
     assert ModbusDeviceError(2, "unit 1").reason == (
-        "modbus exception 2 illegal data address (unit 1)"
+        "exception_response: modbus exception 2 illegal data address (unit 1)"
     )
     err = WriteVerifyError("mfc-n2", "setpoint_lpm", 1.0, 0.0)
-    assert err.reason == "write verify failed on mfc-n2: setpoint_lpm requested 1.0, read back 0.0"
+    assert err.reason == "write_verify_failed: mfc-n2: setpoint_lpm requested 1.0, read back 0.0"
+    assert err.keyword in REASON_KEYWORDS
 
 
 def test_backoff_is_a_deadline_not_a_sleep() -> None:

@@ -8,6 +8,7 @@ Modbus families run on RTU framing over TCP (so ``garble`` is a bad CRC); ASCII 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import pytest
 
 from common.clock import ManualClock
 from drivers.alicat import AlicatModbus, AlicatSerial
+from drivers.errors import REASON_KEYWORDS
 from drivers.gss import GssCO2
 from drivers.luminox import LuminOx
 from drivers.pt100 import Pt100Transmitter
@@ -137,10 +139,10 @@ def inject(rig: Rig, fault: str) -> str | None:
         return "timeout"
     if fault == "garble":
         rig.faults.garble = True
-        return "timeout" if rig.modbus else "protocol error"  # bad CRC is dropped silently
+        return "timeout" if rig.modbus else "protocol_error"  # bad CRC is dropped silently
     if fault == "exception":
         rig.faults.exception_code = 4
-        return "modbus exception 4"
+        return "exception_response: modbus exception 4"
     rig.disconnect()
     return None
 
@@ -168,6 +170,8 @@ async def test_fault_gives_documented_reason_then_recovers(
     bad = [r for r in polls if r.quality is Quality.BAD]
     assert bad, f"{family}/{fault}: no BAD reading within two polls: {polls}"
     assert bad[0].reason.startswith(expected), bad[0].reason
+    assert all(r.keyword in REASON_KEYWORDS for r in polls), polls
+    assert re.search(r"\b(bus|line) \S", bad[0].reason), bad[0].reason  # names its transport
     assert all(not r.trusted for r in polls)
 
     rig.faults.clear()

@@ -65,10 +65,15 @@ async def test_wrong_multiplier_is_bad(
     _, line = await ascii_line([sim])
     reading = await GssCO2(line, clock=clock, expected_multiplier=100).read_co2_pct()
     assert reading.quality is Quality.BAD
-    assert reading.reason == "protocol error: multiplier 10, expected 100 (wrong sensor range?)"
+    assert reading.reason == (
+        f"protocol_error: gss-co2 on {line.label}: multiplier 10, expected 100 "
+        "(wrong sensor range?)"
+    )
     sim.reported_multiplier = 7
     reading = await GssCO2(line, clock=clock).read_co2_pct()
-    assert reading.reason == "protocol error: multiplier 7 not in (1, 10, 100)"
+    assert reading.reason == (
+        f"protocol_error: gss-co2 on {line.label}: multiplier 7 not in (1, 10, 100)"
+    )
 
 
 async def test_faults_and_range(
@@ -81,19 +86,21 @@ async def test_faults_and_range(
 
     sim.faults.garble = True
     reading = await sensor.read_co2_pct()
-    assert reading.reason.startswith("protocol error: bad Z field '#####'")
+    assert reading.reason.startswith(
+        f"protocol_error: gss-co2 on {line.label}: bad Z field '#####'"
+    )
     sim.faults.clear()
 
     sim.faults.no_reply = True
     reading = await sensor.read_co2_pct()
-    assert reading.reason.startswith("timeout: no reply to 'Z'")
+    assert reading.reason.startswith("timeout: no reply to 'Z' on line ")
     sim.faults.clear()
     assert (await sensor.read_co2_pct()).quality is Quality.GOOD
 
     link.co2_now_pct = 25.0
     reading = await sensor.read_co2_pct()
     assert reading.quality is Quality.BAD
-    assert reading.reason.startswith("out of range: 25 %")
+    assert reading.reason.startswith("out_of_range: 25 %")
 
     class Confused(GssSim):
         def handle(self, command: str) -> list[str]:
@@ -101,4 +108,6 @@ async def test_faults_and_range(
 
     _, line2 = await ascii_line([Confused(link)])
     reading = await GssCO2(line2, clock=clock).read_co2_pct()
-    assert reading.reason == "protocol error: device replied '?' (command not understood)"
+    assert reading.reason == (
+        f"protocol_error: gss-co2 on {line2.label}: device replied '?' (command not understood)"
+    )

@@ -53,10 +53,9 @@ async def test_stream_mode_and_staleness(
     _, line = await ascii_line([sim], stream_interval_s=0.005)
     lines: list[Line] = []
     line.subscribe(lines.append)
-    sensor = LuminOx(line, mode="stream", clock=clock, max_age_s=3.0)
-    first = await sensor.read()  # starts the sensor; no line yet
-    assert first.o2_pct.quality is Quality.BAD
-    assert first.o2_pct.reason == "timeout: no stream line received yet"
+    sensor = LuminOx(line, mode="stream", clock=clock, max_age_s=3.0, stream_period_s=0.005)
+    first = await sensor.read()  # starts the sensor, then waits for the first line
+    assert first.o2_pct.quality is Quality.GOOD, first.o2_pct.reason
     link.o2_now_pct = 5.0
     sample = await next_stream_sample(sensor, lines)
     assert sample.o2_pct.quality is Quality.GOOD
@@ -89,12 +88,12 @@ async def test_status_dashes_and_range(
     assert sample.status == "0004"
     for reading in (sample.o2_pct, sample.ppo2_mbar, sample.temp_c, sample.pressure_mbar):
         assert reading.quality is Quality.BAD
-        assert reading.reason == "status: sensor error e 0004"
+        assert reading.reason == f"status: luminox on {line.label}: sensor error e 0004"
     sim.status = "0000"
 
     sim.has_barometer = False  # LOX-01: P and % are dashes, ppO2 still valid
     sample = await sensor.read()
-    assert sample.o2_pct.reason == "not available: % field is dashes"
+    assert sample.o2_pct.reason == f"not_available: luminox on {line.label}: % field is dashes"
     assert sample.pressure_mbar.quality is Quality.BAD
     assert sample.ppo2_mbar.quality is Quality.GOOD
     sim.has_barometer = True
@@ -102,7 +101,7 @@ async def test_status_dashes_and_range(
     link.o2_now_pct = 30.0
     sample = await sensor.read()
     assert sample.o2_pct.quality is Quality.BAD
-    assert sample.o2_pct.reason.startswith("out of range: 30 %")
+    assert sample.o2_pct.reason.startswith("out_of_range: 30 %")
 
 
 async def test_faults_give_bad_and_recover(
@@ -122,7 +121,7 @@ async def test_faults_give_bad_and_recover(
 
     sim.faults.garble = True
     reading = await sensor.read_o2_pct()
-    assert reading.reason.startswith("protocol error: bad O field")
+    assert reading.reason.startswith(f"protocol_error: luminox on {line.label}: bad O field")
     sim.faults.clear()
     assert (await sensor.read_o2_pct()).quality is Quality.GOOD
 
@@ -160,4 +159,6 @@ async def test_error_reply_is_bad_with_reason(
     _, line = await ascii_line([Broken(link)])
     reading = await LuminOx(line, clock=clock).read_o2_pct()
     assert reading.quality is Quality.BAD
-    assert reading.reason == "protocol error: device error E 02 (invalid frame)"
+    assert reading.reason == (
+        f"protocol_error: luminox on {line.label}: device error E 02 (invalid frame)"
+    )

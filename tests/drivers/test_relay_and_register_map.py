@@ -46,8 +46,8 @@ async def test_stuck_relay_raises(modbus: ModbusFactory, link: StaticPlantLink) 
     sim.faults.stuck = True
     with pytest.raises(WriteVerifyError) as err:
         await board.set(2, True)
-    assert str(err.value) == (
-        "write verify failed on relays: relay 2 requested True, read back False"
+    assert err.value.reason == (
+        "write_verify_failed: relays: relay 2 requested True, read back False"
     )
     assert link.relays == {}
 
@@ -121,9 +121,9 @@ async def test_register_map_read_write(
         await device.write("o2_pct", 1.0)
 
     sim.raw_overrides["o2_pct"] = 0x8000
-    assert (await device.read("o2_pct")).reason == "sentinel 0x8000"
+    assert (await device.read("o2_pct")).reason == "sentinel: 0x8000"
     sim.raw_overrides["o2_pct"] = 300  # 30.0 %
-    assert (await device.read("o2_pct")).reason.startswith("out of range: 30 %")
+    assert (await device.read("o2_pct")).reason.startswith("out_of_range: 30 %")
     sim.raw_overrides.clear()
 
     sim.faults.stuck = True

@@ -62,7 +62,7 @@ async def test_gmp_status_and_missing_data(
     sim.device_status = 0
 
     link.co2_now_pct = 25.0  # GMP251 range is 0-20 %
-    assert (await gmp.read_co2_pct()).reason.startswith("out of range: 25 %")
+    assert (await gmp.read_co2_pct()).reason.startswith("out_of_range: 25 %")
 
 
 async def test_gmp_warmup_statuses(modbus: ModbusFactory, link: StaticPlantLink) -> None:
@@ -108,7 +108,9 @@ async def test_gmp_modbus_exception_gives_bad(
     gmp = VaisalaGMP25x(hub, clock=clock)
     sim.faults.exception_code = 4
     sample = await gmp.read()
-    assert sample.co2_pct.reason.startswith("modbus exception 4 server device failure")
+    assert sample.co2_pct.reason.startswith(
+        "exception_response: modbus exception 4 server device failure"
+    )
     assert sample.temp_c.quality is Quality.BAD
     sim.faults.clear()
     assert (await gmp.read_co2_pct()).quality is Quality.GOOD
@@ -136,11 +138,11 @@ async def test_pt100_channels_and_sentinels(
     assert cold.value == pytest.approx(-5.3)
     channels = await Pt100Transmitter(hub, clock=clock).read_channels(4)
     assert [r.quality for r in channels] == [Quality.GOOD, Quality.GOOD, Quality.BAD, Quality.BAD]
-    assert channels[2].reason == "sentinel 0x8000 (not available)"
+    assert channels[2].reason == "sentinel: 0x8000 (not available)"
     sim.open_channels.add(0)
     sim.open_sentinel = 0x7FFF
     assert (await Pt100Transmitter(hub, clock=clock).read_temp_c()).reason.startswith(
-        "sentinel 0x7FFF"
+        "sentinel: 0x7FFF"
     )
 
 
