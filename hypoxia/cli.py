@@ -199,6 +199,7 @@ def vessels() -> None:
 
 
 def _register() -> None:
+    from hypoxia.cli_calibrate import calibrate
     from hypoxia.cli_demo import demo
     from hypoxia.cli_devices import devices_app, simulate_devices
     from hypoxia.cli_record import record
@@ -219,6 +220,7 @@ def _register() -> None:
     app.command("export")(export)
     app.command("archive")(archive)
     app.add_typer(users_app, name="users")
+    app.command("calibrate")(calibrate)
     app.registered_commands += tuning_app.registered_commands
 
 

@@ -30,7 +30,7 @@ from controller.core.recipe_engine import Event
 from controller.service.overview import reactor_overview
 from controller.service.page_config import CylinderConfig
 from controller.service.runner import ReactorRunner
-from operator_web.forecast import gas_forecast
+from controller.service.supply import gas_forecast
 from operator_web.history import (
     COLUMNS,
     HISTORY_S,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -74,6 +75,21 @@ class JSON(Response):
     def render(self, content: Any) -> bytes:
         """Strict JSON bytes."""
         return dumps(content).encode()
+
+
+GRAFANA_RUN_DASHBOARD = "hypoxia-reactor-run"
+"""uid of the reactor-run dashboard in dashboards/grafana/dashboards/reactor-run.json."""
+
+
+def grafana_run_url(site: SiteConfig, rid: str) -> str | None:
+    """The reactor's "Hypoxia: reactor run" dashboard (``[page] grafana_url``), or None.
+
+    The page appends ``&var-run_id=…`` for the run it shows.
+    """
+    if not site.page.grafana_url:
+        return None
+    query = urllib.parse.urlencode({"var-site": site.site, "var-reactor": rid})
+    return f"{site.page.grafana_url.rstrip('/')}/d/{GRAFANA_RUN_DASHBOARD}?{query}"
 
 
 class SecurityHeaders:
@@ -228,8 +244,9 @@ class OperatorPage:
         return JSON({"tiles": [self.hub.tile(rid) for rid in self._visible(user)]})
 
     async def reactor(self, request: Request, user: SessionUser) -> Response:
-        """One reactor's overview, log and gas forecast."""
-        return JSON(self.hub.detail(request.path_params["rid"]))
+        """One reactor's overview, log and gas forecast (and its Grafana dashboard's address)."""
+        rid = request.path_params["rid"]
+        return JSON({**self.hub.detail(rid), "grafana_url": grafana_run_url(self.site, rid)})
 
     async def history(self, request: Request, user: SessionUser) -> Response:
         """Chart rows of a window, downsampled to ``points``."""

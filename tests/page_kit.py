@@ -85,11 +85,14 @@ def page_site(
     notifications: list[str] | None = None,
     remind_after_min: float = 30.0,
     extra: str = "",
+    grafana_url: str | None = None,
 ) -> Path:
     """The example site for page tests: page on a free port, users with passwords."""
     path = site_file(tmp, limits=limits)
     text = path.read_text()
     text += "\n[page]\nport = 0\n"
+    if grafana_url is not None:
+        text += f'grafana_url = "{grafana_url}"\n'
     if notifications is not None:
         urls = ", ".join(f'"{u}"' for u in notifications)
         text += f"\n[notifications]\nurls = [{urls}]\nremind_after_min = {remind_after_min}\n"
@@ -117,10 +120,15 @@ async def page_stack(
     notifications: list[str] | None = None,
     remind_after_min: float = 30.0,
     vessel: str = WARM,
+    grafana_url: str | None = None,
 ) -> AsyncIterator[PageStack]:
     """Serve the simulated site's instruments, build the service, serve its page."""
     path = page_site(
-        tmp, limits=limits, notifications=notifications, remind_after_min=remind_after_min
+        tmp,
+        limits=limits,
+        notifications=notifications,
+        remind_after_min=remind_after_min,
+        grafana_url=grafana_url,
     )
     if vessel == WARM:
         vessel = warm_vessel(tmp)

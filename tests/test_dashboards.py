@@ -36,7 +36,13 @@ ENV_FILE = GRAFANA / "hypoxia.env"
 TELEGRAF = ROOT / "dashboards/telegraf/hypoxia.conf"
 DOCS = ROOT / "docs/dashboards.md"
 
-DS = {"type": "influxdb", "uid": "hypoxia-influxdb"}
+# Every panel, query and variable names the data source through the dashboard variable
+# DS_HYPOXIA_INFLUXDB (type datasource): file provisioning resolves it to its default, the
+# provisioned data source; a UI import asks for the `__inputs` entry of the same name and writes
+# the chosen uid over every "${DS_HYPOXIA_INFLUXDB}".
+DS_INPUT = "DS_HYPOXIA_INFLUXDB"
+DS = {"type": "influxdb", "uid": "${" + DS_INPUT + "}"}
+PROVISIONED_DS = {"type": "influxdb", "uid": "hypoxia-influxdb", "name": "Hypoxia InfluxDB"}
 UIDS = {
     "fleet-overview.json": "hypoxia-fleet",
     "reactor-run.json": "hypoxia-reactor-run",
@@ -102,8 +108,8 @@ def queries_of(board: dict[str, Any]) -> list[Query]:
 
 
 def variables_of(board: dict[str, Any]) -> list[dict[str, Any]]:
-    """The dashboard's template variables."""
-    return list(board["templating"]["list"])
+    """The dashboard's query variables (InfluxQL); the data-source variable is not one."""
+    return [v for v in board["templating"]["list"] if v["type"] != "datasource"]
 
 
 def env_defaults() -> dict[str, str]:
@@ -302,7 +308,8 @@ def test_datasource_provisioning_is_influxql_with_fixed_uid_and_env_settings() -
     doc = yaml.safe_load(DATASOURCE_FILE.read_text())
     assert doc["apiVersion"] == 1
     source = datasource()
-    assert source["uid"] == DS["uid"]
+    assert source["uid"] == PROVISIONED_DS["uid"]
+    assert source["name"] == PROVISIONED_DS["name"]
     assert source["type"] == DS["type"]
     assert source["access"] == "proxy"
     assert source["jsonData"]["version"] == "InfluxQL"
@@ -379,6 +386,35 @@ def assert_no_overlap(name: str, panels: list[dict[str, Any]]) -> None:
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in taken, f"{name}: {panel['title']!r} overlaps {taken[x, y]!r}"
                 taken[x, y] = panel["title"]
+
+
+def test_dashboards_ask_for_their_data_source_on_import_and_default_to_the_provisioned_one() -> (
+    None
+):
+    """``__inputs`` for a UI import; a data-source variable whose default is the provisioned one."""
+    for uid, board in dashboards().items():
+        (ds_input,) = board["__inputs"]
+        assert ds_input["name"] == DS_INPUT, uid
+        assert ds_input["type"] == "datasource", uid
+        assert ds_input["pluginId"] == "influxdb", uid
+        assert ds_input["label"], uid
+        requires = {(r["type"], r["id"]) for r in board["__requires"]}
+        assert ("datasource", "influxdb") in requires, uid
+        kinds = {p["type"] for p in panels_of(board) if p["type"] != "row"}
+        assert {("panel", kind) for kind in kinds} <= requires, uid
+        first = board["templating"]["list"][0]
+        assert first["name"] == DS_INPUT, uid
+        assert first["type"] == "datasource", uid
+        assert first["query"] == PROVISIONED_DS["type"], uid
+        assert first["current"]["value"] == PROVISIONED_DS["uid"], uid
+        assert first["current"]["text"] == PROVISIONED_DS["name"], uid
+        assert not first["regex"] or re.search(first["regex"].strip("/"), PROVISIONED_DS["name"])
+        assert [v["type"] for v in board["templating"]["list"]].count("datasource") == 1, uid
+        # no data-source reference escapes the variable: every one is the placeholder
+        text = json.dumps(board)
+        assert PROVISIONED_DS["uid"] not in text.replace(json.dumps(first["current"]), ""), uid
+        uids = set(re.findall(r'"datasource": \{"type": "influxdb", "uid": "([^"]+)"\}', text))
+        assert uids == {DS["uid"]}, uid
 
 
 def test_template_variables_are_defined_used_and_show_tag_values() -> None:
@@ -675,3 +711,282 @@ def test_telegraf_environment_defaults_expand_to_a_working_config() -> None:
     assert mqtt["client_id"] == "hypoxia-telegraf"
     assert conf["outputs"]["influxdb"][0]["urls"] == ["http://127.0.0.1:8086"]
     assert conf["outputs"]["influxdb"][0]["database"] == "hypoxia"
+
+
+# ------------------------------------------------------------------------------- alert rules
+
+ALERTS_FILE = GRAFANA / "provisioning/alerting/hypoxia-alerts.yaml"
+ALERT_UIDS = {
+    "hypoxia-harvest-due",
+    "hypoxia-harvest-overdue",
+    "hypoxia-alarm-high",
+    "hypoxia-instrument-lost",
+}
+# Grafana's file-provisioning format for alert rules, from its documentation ("Provision alerting
+# resources > Use configuration files to provision", grafana.com/docs/grafana/latest/alerting/
+# set-up/provision-alerting-resources/file-provisioning/, "Import alert rules"): the documented
+# keys of a rule group, a rule and a query, their types, and the allowed states.
+ALERT_TOP_KEYS = {"apiVersion", "groups", "deleteRules"}
+ALERT_GROUP_KEYS = {"orgId", "name", "folder", "interval", "rules"}
+ALERT_RULE_REQUIRED = {"uid", "title", "condition", "data"}
+ALERT_RULE_KEYS = ALERT_RULE_REQUIRED | {
+    "noDataState",
+    "execErrState",
+    "for",
+    "keep_firing_for",
+    "annotations",
+    "labels",
+    "isPaused",
+    "notification_settings",
+    "missing_series_evals_to_resolve",
+}
+ALERT_QUERY_KEYS = {"refId", "datasourceUid", "queryType", "relativeTimeRange", "model"}
+NO_DATA_STATES = {"NoData", "Alerting", "OK", "KeepLast"}
+EXEC_ERR_STATES = {"Error", "Alerting", "OK", "KeepLast"}
+EXPRESSION_TYPES = {"math", "reduce", "resample", "classic_conditions", "threshold", "sql"}
+DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+ALERT_UID = re.compile(r"^[a-zA-Z0-9\-_]{1,40}$")
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every rule of the provisioned alert-rule groups."""
+    doc = yaml.safe_load(ALERTS_FILE.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def check_alert_provisioning(doc: dict[str, Any]) -> list[str]:
+    """Problems of one alert-rule provisioning file against Grafana's documented format."""
+    problems: list[str] = []
+    if doc.get("apiVersion") != 1:
+        problems.append("apiVersion must be 1")
+    problems += [f"unknown key {k}" for k in set(doc) - ALERT_TOP_KEYS]
+    uids: set[str] = set()
+    for group in doc.get("groups", []):
+        where = f"group {group.get('name')!r}"
+        problems += [f"{where}: unknown key {k}" for k in set(group) - ALERT_GROUP_KEYS]
+        problems += [f"{where}: missing {k}" for k in {"name", "folder", "rules"} - set(group)]
+        if not isinstance(group.get("orgId", 1), int):
+            problems.append(f"{where}: orgId must be an integer")
+        if not DURATION.match(str(group.get("interval", "1m"))):
+            problems.append(f"{where}: interval {group.get('interval')!r} is not a duration")
+        titles: set[str] = set()
+        for rule in group.get("rules", []):
+            at = f"{where}: rule {rule.get('uid')!r}"
+            if not ALERT_UID.match(str(rule.get("uid", ""))) or rule.get("uid") in uids:
+                problems.append(f"{at}: uid must be unique, 1-40 of [a-zA-Z0-9-_]")
+            if rule.get("title") in titles:
+                problems.append(f"{at}: title must be unique in its group")
+            uids.add(str(rule.get("uid")))
+            titles.add(str(rule.get("title")))
+            problems += check_alert_rule(at, rule)
+    return problems
+
+
+def check_alert_rule(at: str, rule: dict[str, Any]) -> list[str]:
+    """Problems of one rule: keys, states, durations, labels, and its queries."""
+    problems = [f"{at}: unknown key {k}" for k in set(rule) - ALERT_RULE_KEYS]
+    problems += [f"{at}: missing {k}" for k in ALERT_RULE_REQUIRED - set(rule)]
+    if rule.get("noDataState", "NoData") not in NO_DATA_STATES:
+        problems.append(f"{at}: noDataState {rule.get('noDataState')!r}")
+    if rule.get("execErrState", "Error") not in EXEC_ERR_STATES:
+        problems.append(f"{at}: execErrState {rule.get('execErrState')!r}")
+    if not DURATION.match(str(rule.get("for", "0s"))):
+        problems.append(f"{at}: for {rule.get('for')!r} is not a duration")
+    for key in ("annotations", "labels"):
+        values = rule.get(key, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+            problems.append(f"{at}: {key} must map strings to strings")
+    refs: list[str] = []
+    for query in rule.get("data", []):
+        problems += check_alert_query(f"{at}: {query.get('refId')}", query, refs)
+        refs.append(str(query.get("refId")))
+    if rule.get("condition") not in refs:
+        problems.append(f"{at}: condition {rule.get('condition')!r} is no refId")
+    return problems
+
+
+def check_alert_query(at: str, query: dict[str, Any], earlier: list[str]) -> list[str]:
+    """Problems of one query or expression of a rule (``earlier``: the refIds before it)."""
+    ref = query.get("refId")
+    problems = [f"{at}: unknown key {k}" for k in set(query) - ALERT_QUERY_KEYS]
+    if not ref or ref in earlier:
+        problems.append(f"{at}: refId missing or repeated")
+    span = query.get("relativeTimeRange", {"from": 0, "to": 0})
+    if not (isinstance(span.get("from"), int) and isinstance(span.get("to"), int)):
+        problems.append(f"{at}: relativeTimeRange from/to are seconds")
+    elif span["from"] < span["to"]:
+        problems.append(f"{at}: relativeTimeRange from < to")
+    model = query.get("model", {})
+    if model.get("refId", ref) != ref:
+        problems.append(f"{at}: model.refId differs")
+    if query.get("datasourceUid") == "__expr__":
+        if model.get("type") not in EXPRESSION_TYPES:
+            problems.append(f"{at}: expression type {model.get('type')!r}")
+        source = model.get("expression")
+        if model.get("type") in {"reduce", "threshold", "resample"} and source not in earlier:
+            problems.append(f"{at}: expression {source!r} is no earlier refId")
+    elif not query.get("datasourceUid"):
+        problems.append(f"{at}: datasourceUid missing")
+    return problems
+
+
+def test_alert_rules_load_with_grafanas_provisioning_format() -> None:
+    """The alert rules pass the structural check, and the check catches broken files."""
+    doc = yaml.safe_load(ALERTS_FILE.read_text())
+    assert check_alert_provisioning(doc) == []
+    assert {rule["uid"] for rule in alert_rules()} == ALERT_UIDS
+    for rule in alert_rules():
+        (query,) = [q for q in rule["data"] if q["datasourceUid"] != "__expr__"]
+        assert query["datasourceUid"] == PROVISIONED_DS["uid"], rule["uid"]
+        assert query["model"]["rawQuery"] is True
+        assert "$timeFilter" in query["model"]["query"]
+        assert rule["labels"]["severity"] in {"medium", "high"}
+        assert rule["annotations"]["summary"]
+    # the check is not vacuous
+    broken = yaml.safe_load(ALERTS_FILE.read_text())
+    rule = broken["groups"][0]["rules"][0]
+    rule["noDataState"] = "Pending"
+    rule["condition"] = "Z"
+    rule["datasource_uid"] = "x"
+    rule["data"][1]["model"]["expression"] = "Q"
+    assert len(check_alert_provisioning(broken)) == 4
+
+
+def evaluate_rule(live: Live, rule: dict[str, Any], now_ms: int) -> dict[tuple[str, str], float]:
+    """Evaluate an alert rule at ``now_ms`` as Grafana does: query A over its relative time range,
+    reduce each series to its last value (B), keep those above the threshold (C).
+
+    Returns:
+        The firing instances: (site, reactor) -> the reduced value.
+    """
+    data = {q["refId"]: q for q in rule["data"]}
+    query = data["A"]
+    span = query["relativeTimeRange"]
+    text = query["model"]["query"].replace(
+        "$timeFilter",
+        f"time >= {now_ms - span['from'] * 1000}ms and time <= {now_ms - span['to'] * 1000}ms",
+    )
+    assert data["B"]["model"] == {**data["B"]["model"], "type": "reduce", "reducer": "last"}
+    (condition,) = data["C"]["model"]["conditions"]
+    assert condition["evaluator"] == {"type": "gt", "params": [0]}
+    firing: dict[tuple[str, str], float] = {}
+    for one in series(live.query(text)):
+        assert one["columns"] == ["time", "active"], one
+        last = float(one["values"][-1][1])
+        if last > 0:
+            firing[one["tags"]["site"], one["tags"]["reactor"]] = last
+    return firing
+
+
+def rule_by_uid(uid: str) -> dict[str, Any]:
+    """One provisioned alert rule."""
+    (rule,) = [r for r in alert_rules() if r["uid"] == uid]
+    return rule
+
+
+def event_at(run: RecordedRun, kind: str, alarm: str, to: str, nth: int = 0) -> int:
+    """Source time (ms) of the nth alarm (or event) transition of the recorded run."""
+    times = [
+        int(m["ts_ms"])
+        for m in run.of_kind("event")
+        if m["kind"] == kind
+        and (kind != "alarm" or (m["detail"]["alarm"] == alarm and m["detail"]["to"] == to))
+    ]
+    return times[nth]
+
+
+SYNTHETIC_ALARMS = {"harvest_overdue", "o2_sensor", "co2_sensor", "temp_sensor"}
+
+
+def alarm_message(
+    template: dict[str, Any], at_ms: int, seq: int, alarm: str, **detail: str
+) -> dict[str, Any]:
+    """An ``alarm`` event as the controller publishes it, at ``at_ms``."""
+    message = {**template, "ts_ms": at_ms, "seq": seq, "detail": {"alarm": alarm, **detail}}
+    message["t_s"] = float(template["t_s"]) + (at_ms - int(template["ts_ms"])) / 1000
+    return message
+
+
+@pytest.fixture(scope="module")
+def alarms_live(live: Live) -> Live:
+    """The recorded run with its sensor and overdue alarm transitions replaced by known ones (the
+    run's own sensor alarms depend on timing), in a database of its own, through the recorder's
+    converter. Times from the first harvest-due alarm T: harvest_overdue (high) T+2 s to T+4 s;
+    o2_sensor (high) and co2_sensor (medium) T+10 s to T+12 s; co2_sensor alone T+20 s to T+22 s.
+    """
+    run = live.run
+    kept = [
+        (k, m)
+        for k, m in run.messages
+        if not (k == "event" and m["kind"] == "alarm" and m["detail"]["alarm"] in SYNTHETIC_ALARMS)
+    ]
+    template = next(m for k, m in kept if k == "event" and m["kind"] == "alarm")
+    t0 = event_at(run, "alarm", "harvest_due", "active_unacknowledged")
+    seq = max(int(m["seq"]) for _, m in run.messages)
+    plan = [
+        (2, 4, "harvest_overdue", "high"),
+        (10, 12, "o2_sensor", "high"),
+        (10, 12, "co2_sensor", "medium"),
+        (20, 22, "co2_sensor", "medium"),
+    ]
+    extra = []
+    for on_s, off_s, alarm, priority in plan:
+        for at_s, old, new in (
+            (on_s, "normal", "active_unacknowledged"),
+            (off_s, "active_unacknowledged", "returned_unacknowledged"),
+        ):
+            seq += 1
+            message = alarm_message(
+                template, t0 + at_s * 1000, seq, alarm, priority=priority, to=new, message=alarm
+            )
+            message["detail"]["from"] = old
+            extra.append(("event", message))
+    synthetic = RecordedRun(kept + extra, run.site, run.reactor, run.run_id, run.status)
+    database = "hypoxia_alarms"
+    influxdb1_load(live.url, database, synthetic)
+    return Live(live.url, database, live.method, live.headers, synthetic)
+
+
+def test_the_harvest_due_rule_fires_while_a_harvest_is_due_in_the_recorded_run(live: Live) -> None:
+    """Both harvests of the recorded run: due until done, and quiet before, between and after."""
+    run = live.run
+    key = (run.site, run.reactor)
+    due = rule_by_uid("hypoxia-harvest-due")
+    first_due = event_at(run, "alarm", "harvest_due", "active_unacknowledged")
+    first_done = event_at(run, "alarm", "harvest_due", "returned_unacknowledged")
+    second_due = event_at(run, "alarm", "harvest_due", "active_unacknowledged", 1)
+    second_done = event_at(run, "alarm", "harvest_due", "returned_unacknowledged", 1)
+    assert evaluate_rule(live, due, first_due - 1000) == {}
+    assert evaluate_rule(live, due, first_due + 500) == {key: 1.0}
+    assert evaluate_rule(live, due, first_done + 500) == {}
+    assert evaluate_rule(live, due, second_due + 500) == {key: 1.0}
+    assert evaluate_rule(live, due, second_done + 500) == {}
+    assert evaluate_rule(live, due, run.end_ms + 60_000) == {}
+
+
+def test_overdue_high_priority_and_instrument_lost_rules_fire_on_their_alarms(
+    alarms_live: Live,
+) -> None:
+    """Each rule fires exactly while its alarms are active, one instance per site and reactor."""
+    run = alarms_live.run
+    key = (run.site, run.reactor)
+    t0 = event_at(run, "alarm", "harvest_due", "active_unacknowledged")
+    overdue = rule_by_uid("hypoxia-harvest-overdue")
+    high = rule_by_uid("hypoxia-alarm-high")
+    lost = rule_by_uid("hypoxia-instrument-lost")
+    expected = {  # seconds after T -> (overdue, high, lost)
+        -1.0: ({}, {}, {}),
+        2.5: ({key: 1.0}, {key: 1.0}, {}),  # harvest_due (medium) is active too: not counted
+        4.5: ({}, {}, {}),
+        10.5: ({}, {key: 1.0}, {key: 2.0}),  # o2_sensor (high) and co2_sensor (medium)
+        12.5: ({}, {}, {}),
+        20.5: ({}, {}, {key: 1.0}),  # co2_sensor (medium) alone
+        22.5: ({}, {}, {}),
+    }
+    for after_s, (want_overdue, want_high, want_lost) in expected.items():
+        at = t0 + round(after_s * 1000)
+        assert evaluate_rule(alarms_live, overdue, at) == want_overdue, after_s
+        assert evaluate_rule(alarms_live, high, at) == want_high, after_s
+        assert evaluate_rule(alarms_live, lost, at) == want_lost, after_s
+    for rule in (overdue, high, lost):
+        assert evaluate_rule(alarms_live, rule, run.end_ms + 60_000) == {}

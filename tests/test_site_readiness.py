@@ -281,3 +281,26 @@ async def test_a_co2_mfc_left_on_air_refuses_the_run_unless_it_can_be_selected(
             service.journal.close()
     finally:
         await sim.close()
+
+
+async def test_a_cylinder_that_runs_out_before_the_run_ends_raises_an_alarm(
+    tmp_path: Path,
+) -> None:
+    path = site_file(tmp_path)
+    path.write_text(
+        path.read_text()
+        + '\n[[page.cylinders]]\nreactor = "ws1"\ngas = "co2"\ncapacity_l = 50.0\ncontent_l = 2.0\n'
+        + '\n[[page.cylinders]]\nreactor = "ws1"\ngas = "n2"\ncapacity_l = 10000.0\n'
+    )
+    async with stack(tmp_path, HOLD, site_path=path) as st:
+        await st.cycles(70)  # a forecast every 60 s of run time
+        assert st.alarm("gas_cylinder") == "active_unacknowledged"
+        (raised,) = [e for e in st.journal_events("alarm") if e["alarm"] == "gas_cylinder"]
+        assert "co2" in raised["message"].lower()
+        rows = {row["gas"]: row for row in st.runner.supply}
+        assert rows["co2"]["severity"] in ("warning", "critical")
+        assert rows["n2"]["severity"] is None  # 10 000 L lasts the run
+        assert rows["co2"]["used_l"] > 0.0
+        state = st.runner.state_message()
+        assert {row["gas"] for row in state["gas_supply"]} >= {"n2", "co2"}
+        assert state["alarms"]["gas_cylinder"] == "active_unacknowledged"

@@ -79,6 +79,10 @@ class CycleView:
     purge_expected_pct: float | None = None
     pending_harvests: dict[str, float] = field(default_factory=dict)
     data_gap_s: float = 0.0
+    cylinder_shortfall: str | None = None
+    """Why a configured gas cylinder runs out before the run ends (None: none does)."""
+    cylinders_forecast: bool = False
+    """True when cylinders are configured and a forecast has been made."""
 
 
 def build_alarms(limits: SafetyLimits) -> AlarmSet:
@@ -93,6 +97,7 @@ def build_alarms(limits: SafetyLimits) -> AlarmSet:
         ("temp_sensor", Priority.HIGH, 0.0),
         ("o2_disagree", Priority.MEDIUM, 60.0),
         ("gas_supply", Priority.CRITICAL, 0.0),
+        ("gas_cylinder", Priority.HIGH, 0.0),
         ("mfc_not_following", Priority.MEDIUM, 30.0),
         ("o2_below_floor", Priority.CRITICAL, 0.0),
         ("temp_ceiling", Priority.CRITICAL, 0.0),
@@ -226,6 +231,10 @@ def alarm_conditions(
         )
     else:
         conds["gas_supply"] = (False if view.o2_mode is LoopMode.PURGE_DOWN else None, "")
+    conds["gas_cylinder"] = (
+        (view.cylinder_shortfall is not None) if view.cylinders_forecast else None,
+        view.cylinder_shortfall or "",
+    )
     if view.n2_actual_lpm is not None:
         off = abs(view.n2_actual_lpm - view.n2_set_lpm)
         conds["mfc_not_following"] = (

@@ -26,6 +26,13 @@ from controller.core.recipe import Recipe
 from controller.core.recipe_engine import Event
 from controller.service.audit import AuditTrail
 from controller.service.broker_access import embedded_broker
+from controller.service.calibration import (
+    Calibrations,
+    calibrate_readers,
+    calibration_path,
+    calibrations_due,
+    load_calibrations,
+)
 from controller.service.clock import CycleClock, ScaledClock
 from controller.service.commands import CommandProcessor, CommandResult
 from controller.service.journal import RunJournal, RunRecord
@@ -110,6 +117,27 @@ def _plan_runs(
     return plans
 
 
+def _calibrate(
+    site: SiteConfig,
+    rid: str,
+    roles: RoleSet,
+    calibrations: Calibrations,
+    audit: AuditTrail,
+    utc: datetime,
+) -> None:
+    """Correct the reactor's calibrated sensors; say and audit each calibration that is due."""
+    for role in calibrate_readers(roles, calibrations, rid):
+        log.info("reactor %s: %s readings corrected by its calibration", rid, role)
+    if site.calibration_interval_days is None:
+        return
+    due = calibrations_due(
+        calibrations, rid, sorted(roles.readers), utc, site.calibration_interval_days
+    )
+    for role, why in due.items():
+        log.warning("reactor %s: %s calibration due: %s", rid, role, why)
+        audit.append(utc, "system", "service", "calibration_due", f"{rid}/{role}", None, why)
+
+
 async def build_service(
     site: SiteConfig,
     reactor_ids: list[str],
@@ -144,6 +172,7 @@ async def build_service(
     journal, audit = open_state(site)
     plans = _plan_runs(journal, reactor_ids, recipe)
     clock = clock or resume_clock(journal, reactor_ids, speed)
+    calibrations = load_calibrations(calibration_path(site.state_dir))  # hypoxia calibrate
     transports = Transports.create(site.buses, site.lines, clock)
     service = Service(site, journal, audit, clock, transports)
     await transports.open(wait_s=open_wait_s)  # each transport logs its own cause
@@ -152,6 +181,7 @@ async def build_service(
     for rid, plan in plans:
         cfg = site.reactor(rid)
         roles = opened[rid] = open_devices(cfg.devices, transports, clock)
+        _calibrate(site, rid, roles, calibrations, audit, clock.utc())
         for device in roles.devices.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(device.start(), timeout=2.0)
@@ -174,6 +204,7 @@ async def build_service(
         runner = ReactorRunner(
             cfg, opened[rid], journal, audit, clock, Topics(root, site.site), notify
         )
+        runner.cylinders = [c for c in site.page.cylinders if c.reactor == rid]
         if plan is None:
             assert recipe is not None  # noqa: S101 - checked above
             run_id = runner.start(recipe.recipe, recipe.text, recipe.sha256)
@@ -410,6 +441,7 @@ def status(service: Service) -> dict[str, Any]:
             "actuation": snap.actuation,
             "harvests": snap.harvests,
             "pending_harvests": sorted(r.engine.pending) if r.engine else [],
+            "gas_supply": r.supply,  # per gas: used, needed to finish, when a cylinder runs out
             # exposure reached while the phase is held: released (late) at the restart
             "waiting_harvests": sorted(r.engine.waiting) if r.engine else [],
             "alarms": {

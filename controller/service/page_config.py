@@ -47,6 +47,9 @@ class PageConfig(_Strict):
             default ``state_dir/page-secret``.
         session_max_age_h: A login lasts this long, h.
         cylinders: Gas supplies per reactor for the run-out forecast.
+        grafana_url: Grafana's base address (e.g. ``https://grafana.lab:3000``) with the provisioned
+            dashboards (docs/dashboards.md): the reactor view then links to the run's
+            "Hypoxia: reactor run" dashboard. Default: no link.
     """
 
     enabled: bool = True
@@ -56,6 +59,7 @@ class PageConfig(_Strict):
     secret_file: Path | None = None
     session_max_age_h: float = Field(default=12.0, gt=0, le=24 * 30)
     cylinders: list[CylinderConfig] = Field(default_factory=list)
+    grafana_url: str | None = Field(default=None, pattern=r"^https?://[^\s?#]+$")
 
 
 class NotificationsConfig(_Strict):

@@ -47,9 +47,11 @@ from controller.service.intents import (
     Stop,
 )
 from controller.service.journal import OutboxMessage, RunJournal, RunRecord
+from controller.service.page_config import CylinderConfig
 from controller.service.shaping import Snapshot, TelemetryShaper, reading_dict
 from controller.service.site import ReactorConfig
 from controller.service.startup import needed_sources
+from controller.service.supply import gas_forecast
 from controller.service.watchdog import WatchdogThread
 from drivers.catalog import RoleSet, device_roles
 from drivers.errors import as_driver_error
@@ -57,6 +59,9 @@ from drivers.reading import Quality, Reading
 from telemetry.topics import Topics
 
 log = logging.getLogger(__name__)
+
+SUPPLY_EVERY_S = 60.0
+"""How often the gas-cylinder forecast is refreshed, s of run time."""
 
 CYCLE_DEADLINE_SHARE = 0.8
 """Share of the control period a device read or write may take before it counts as failed."""
@@ -125,6 +130,14 @@ class ReactorRunner:
         self.awaiting_trust = False
         """A resumed run keeps its outputs safe until every reading its recipe needs is trusted."""
         self._trust_needed: list[str] = []
+        self.cylinders: list[CylinderConfig] = []
+        """This reactor's gas cylinders (site file ``[[page.cylinders]]``), set by the service."""
+        self.gas_used_l: dict[str, float] = {}
+        """Gas delivered since the run started, standard litres per gas (from commanded flows)."""
+        self.supply: list[dict[str, Any]] = []
+        """The latest cylinder forecast (every ``SUPPLY_EVERY_S`` of run time)."""
+        self._supply_at_s = -float("inf")
+        self._shortfall: str | None = None
         self.settled = SettleTracker()
         self.purge = PurgeWatch(
             config.process, self.controller.o2.dead_time_s, config.limits.supply_check_s
@@ -189,6 +202,7 @@ class ReactorRunner:
         self.controller.restore(state["controller"])
         self.alarms.restore(state.get("alarms", {}))
         self.overrides = dict(state.get("overrides", {}))
+        self.gas_used_l = {k: float(v) for k, v in state.get("gas_used_l", {}).items()}
         now = self.clock.utc()
         self.data_gap_s = max(0.0, (now - ckpt.utc).total_seconds())
         self.journal.record_outage(run.run_id, ckpt.utc, now)
@@ -252,6 +266,7 @@ class ReactorRunner:
             "controller": self.controller.snapshot(),
             "alarms": self.alarms.snapshot(),
             "overrides": self.overrides,
+            "gas_used_l": self.gas_used_l,
             "wall_utc": self.clock.wall_utc().isoformat(),
         }
 
@@ -307,6 +322,7 @@ class ReactorRunner:
         act = self.controller.step(self.period_s, measured, engine.pump_on)
         self.settled.update(self.phase, measured)
         expected = self.purge.update(t, self.controller.o2.mode, measured.o2_pct)
+        self._forecast_supply(t)
         view = self._view(t, measured, readings, expected)
         act, lock_events = self.interlocks.apply(view, act)
         events += lock_events
@@ -320,6 +336,14 @@ class ReactorRunner:
         if self.safe_state:  # restart policy "safe": outputs off until an operator restarts
             act = Actuation.safe()
         events += await self.outputs.write(t, act, measured.o2_pct)
+        for gas, lpm in (
+            ("n2", act.n2_lpm),
+            ("air", act.air_lpm),
+            ("o2", act.o2_lpm),
+            ("co2", act.co2_lpm),
+        ):
+            if lpm > 0.0:
+                self.gas_used_l[gas] = self.gas_used_l.get(gas, 0.0) + lpm * self.period_s / 60.0
         events += self.alarms.update(t, alarm_conditions(view, self.config.limits, self.alarms))
         self.data_gap_s = 0.0
         self._record(t, readings, act, engine)
@@ -409,7 +433,22 @@ class ReactorRunner:
             purge_expected_pct=expected,
             pending_harvests=pending,
             data_gap_s=self.data_gap_s,
+            cylinder_shortfall=self._shortfall,
+            cylinders_forecast=bool(self.cylinders) and bool(self.supply),
         )
+
+    def _forecast_supply(self, t: float) -> None:
+        """Refresh the cylinder forecast every ``SUPPLY_EVERY_S`` of run time."""
+        if t - self._supply_at_s < SUPPLY_EVERY_S:
+            return
+        self._supply_at_s = t
+        try:
+            self.supply = gas_forecast(self, dict(self.gas_used_l), self.cylinders)
+        except Exception:  # a forecast must never end a cycle
+            log.exception("reactor %s: gas forecast failed", self.config.id)
+            return
+        short = [row["message"] for row in self.supply if row.get("severity")]
+        self._shortfall = "; ".join(short) if short else None
 
     async def safe_outputs(self) -> None:
         """Every actuator to its safe state: mixers at zero, heater off, pump off."""
@@ -443,14 +482,17 @@ class ReactorRunner:
         )
 
     def state_message(self) -> dict[str, Any]:
-        """The retained ``state`` message of this reactor now."""
-        return self.shaper.state_message(
+        """The retained ``state`` message of this reactor now (with the gas-supply forecast)."""
+        message = self.shaper.state_message(
             self.clock.utc(),
             self.run.run_id if self.run else None,
             self.phase,
             self.engine,
             self.alarms,
         )
+        keys = ("gas", "used_l", "needed_l", "content_l", "empty_utc", "run_end_utc", "severity")
+        message["gas_supply"] = [{k: row.get(k) for k in keys} for row in self.supply]
+        return message
 
     # ------------------------------------------------------------------------------ watchdog
     async def watchdog(self, stall_s: float) -> None:

@@ -120,6 +120,7 @@ class SiteConfig(_Strict):
     users: list[UserConfig] = Field(default_factory=list)
     password_file: Path | None = None
     audit_key_file: Path | None = None
+    calibration_interval_days: float | None = Field(default=None, gt=0, le=3650)
     control_socket_group: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.\-]{0,63}$"
     )

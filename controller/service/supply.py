@@ -1,9 +1,12 @@
 """The gas-cylinder forecast of a running reactor (controller/engineering/gas_forecast.py).
 
-Gas used so far is integrated from the commanded flows of every cycle the page has seen (and of
-the journaled telemetry when the service resumed a run); the rest of the recipe is planned from
-the vessel model. With cylinders in the site file (``[[page.cylinders]]``) the forecast says when
-each runs out; without, it says how many litres the rest of the run needs.
+Gas used so far is integrated from the commanded flows of every cycle (the runner keeps it in its
+checkpoint, so a restart continues the count; the page keeps its own from what it has seen); the
+rest of the recipe is planned from the vessel model. With cylinders in the site file
+(``[[page.cylinders]]``) the forecast says when each runs out — the runner raises the
+``gas_cylinder`` alarm when one runs out before the run ends — and without, how many litres the
+rest of the run needs. The forecast is in ``hypoxia ctl status``, the retained state message
+and the operator page.
 """
 
 from __future__ import annotations

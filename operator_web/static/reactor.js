@@ -193,6 +193,16 @@ function render(v) {
   chip.textContent = text;
   Page.scaleBanner(v);
   renderValues(v); renderPhase(v); renderHarvests(v); renderAlarms(v); renderGas(v); renderLog(v);
+  renderGrafana(v);
+}
+
+let GRAFANA = null;  // the reactor-run dashboard's address from /api/reactor ([page] grafana_url)
+
+function renderGrafana(v) {
+  if (v.grafana_url !== undefined) GRAFANA = v.grafana_url;
+  const link = document.getElementById("grafana");
+  link.hidden = !GRAFANA;
+  if (GRAFANA) link.href = GRAFANA + (v.run_id ? `&var-run_id=${encodeURIComponent(v.run_id)}` : "");
 }
 
 (async () => {
