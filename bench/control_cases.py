@@ -14,11 +14,30 @@ Formulas (docs/performance-control.md states them for readers):
 * T5 N2 minimum = sum over purges V ln(x_start / x_sp) + integral of Q_L (x_a / x_ideal(t) - 1)
   along the ideal bang-bang trajectory + Q_A,req (x_a / x_sp - 1) T - integral of the CO2 actually
   injected (its dilution credit); eta = 1; Q_A,req = minimum through-flow x_sp / x_a (overlay).
+
+Same-signal minimums (issue 14). T1, T3 and T6 are judged on the *reading*, so their minimums are
+taken on the reading too: the ideal bang-bang chamber trajectory (full actuation from the true
+chamber state, stopping exactly at the set point and held there) is passed through the vessel's
+own sensor model (transport delay and first-order lag, noise-free), starting from the sensor state
+the run actually had at that instant (the true chamber history replayed through the same model).
+The minimum is when that ideal reading meets the same band criterion as the measurement:
+
+* T1: reading within +/- 0.1 % (it then stays), from the ramp start;
+* T3: reading within +/- 0.2 % for 10 min, from door closed;
+* T6: CO2 reading >= 98 % of 5 % for 5 min, from door closed; the ideal doses CO2 at its maximum
+  with the N2 / air / O2 flows the run actually had (the concurrent O2 recovery), and the true CO2
+  (not recorded by the twin) is rebuilt from the recorded flows with the plant's exact step.
+
+MFC travel: sum of |change of the commanded set point| per hour (L/min per h) of N2 and CO2 over the
+steady window, from the commands the controller returned (recorded by a subclass of the controller
+the twin builds).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,12 +52,15 @@ from controller.core.process import (
     leak_floor_frac,
     purge_n2_litres,
 )
-from controller.core.reactor import ReactorController
+from controller.core.reactor import Actuation, ControllerTuning, ReactorController
 from controller.core.recipe import Phase, Recipe, check_feasible
-from controller.engineering.loop_analysis import margins
-from simulators.summary import o2_metrics
+from controller.core.recipe_engine import Measured
+from controller.engineering.loop_analysis import o2_loop_margins
+from simulators import twin as twin_module
+from simulators.sensors import SensorModel
+from simulators.summary import SETTLE_S, o2_metrics
 from simulators.twin import SERIES_COLUMNS, DoorOpening, TwinResult, run_twin
-from simulators.vessel import InitialSection, Vessel, load_vessel
+from simulators.vessel import InitialSection, SensorSection, Vessel, load_vessel
 
 COL = {name: i for i, name in enumerate(SERIES_COLUMNS)}
 EQUILIBRATE_S = 900.0
@@ -62,6 +84,7 @@ class Case:
     delay: float = 1.0
     seed: int = 1
     keep_series: bool = False
+    observer: bool = True
 
     @property
     def errors(self) -> tuple[float, float, float, float]:
@@ -102,14 +125,171 @@ def warm_vessel(name: str) -> Vessel:
     return v.model_copy(update={"initial": InitialSection(temp_c=TEMP_C)})
 
 
-def o2_ms(true: ProcessModel, model: ProcessModel, case: Case) -> float:
-    """Sensitivity peak of the O2 loop: the controller's PI on the true delay and lags."""
-    pi = ReactorController(model).o2.pi
-    loop_gain = case.volume * case.gain  # the allocation scales flows by V_model / V_true
-    filter_s = ReactorController(model).o2.tuning.filter_s
-    delay = true.transport_delay_s + 0.5 * true.control_period_s
-    lag = true.o2_sensor_t63_s + filter_s
-    return margins(loop_gain, delay, pi.kp_per_s, pi.ti_s, lag).ms
+def tuning_of(case: Case) -> ControllerTuning | None:
+    """The controller's tuning for ``case``: the defaults, or without the headspace observer."""
+    return None if case.observer else ControllerTuning(observer=None)
+
+
+def o2_ms(
+    true: ProcessModel,
+    model: ProcessModel,
+    x_sp: float,
+    ctl: ReactorController,
+    tuning: ControllerTuning | None = None,
+) -> tuple[float, float]:
+    """Sensitivity peak of the O2 loop on the true plant: (as run at the end, after adaptation;
+    before adaptation, a fresh controller with the wrong model)."""
+    fresh = ReactorController(model, tuning)
+    fresh.step(true.control_period_s, Measured(o2_pct=100.0 * x_sp, co2_pct=CO2_PCT, temp_c=TEMP_C))
+    return (
+        o2_loop_margins(ctl, true, x_sp, CO2_PCT / 100.0).ms,
+        o2_loop_margins(fresh, true, x_sp, CO2_PCT / 100.0).ms,
+    )
+
+
+def run_recorded(
+    recipe: Recipe,
+    vessel: Vessel,
+    seed: int,
+    doors: list[DoorOpening],
+    model: ProcessModel | None,
+    tuning: ControllerTuning | None = None,
+) -> tuple[TwinResult, list[tuple[float, float]], ReactorController]:
+    """``run_twin`` with every cycle's N2 and CO2 *commands* recorded (the twin records flows).
+
+    The twin builds its controller from ``simulators.twin.ReactorController``; for this one run
+    that name points at a subclass that records what ``step`` returns (process-local, restored).
+    """
+    commands: list[tuple[float, float]] = []
+    built: list[ReactorController] = []
+
+    class Recording(ReactorController):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+        def step(self, *args: Any, **kwargs: Any) -> Actuation:
+            act = super().step(*args, **kwargs)
+            commands.append((act.n2_lpm, act.co2_lpm))
+            return act
+
+    original = twin_module.ReactorController  # type: ignore[attr-defined]
+    twin_module.ReactorController = Recording  # type: ignore[attr-defined]
+    try:
+        result = run_twin(
+            recipe, vessel, seed=seed, doors=doors, record_every_s=1.0, model=model, tuning=tuning
+        )
+    finally:
+        twin_module.ReactorController = original  # type: ignore[attr-defined]
+    return result, commands, built[0]
+
+
+def adapted_parameters(ctl: ReactorController, true: ProcessModel) -> dict[str, Any]:
+    """What the controller learned about its vessel, as factors of the true volume and leak."""
+    found = getattr(ctl, "adapted", None)
+    if found is None:
+        return {}
+    params = found()
+    out: dict[str, Any] = {}
+    if "volume_l" in params:
+        out["adapted_volume_x"] = params["volume_l"] / true.volume_l
+    if "leak_lpm" in params:
+        out["adapted_leak_lpm"] = params["leak_lpm"]
+    return out
+
+
+def quiet_sensor(spec: SensorSection, dt_s: float, delay_s: float, initial: float) -> SensorModel:
+    """The vessel's sensor model without noise or quantisation (delay, lag, drift, bias kept)."""
+    quiet = spec.model_copy(update={"noise_sd": 0.0, "resolution": 0.0})
+    return SensorModel(quiet, dt_s, delay_s, random.Random(0), initial)
+
+
+def read_through(
+    spec: SensorSection, dt_s: float, delay_s: float, initial: float, values: list[float]
+) -> list[float]:
+    """Noise-free readings of ``values`` (one per step after the initial sample), same units."""
+    sensor = quiet_sensor(spec, dt_s, delay_s, initial)
+    sensor.sample(initial)  # the twin samples the initial state once before the first step
+    return [sensor.sample(v) for v in values]
+
+
+def read_both(
+    spec: SensorSection,
+    dt_s: float,
+    delay_s: float,
+    initial: float,
+    true_values: list[float],
+    ideal_values: list[float],
+) -> tuple[list[float], list[float]]:
+    """Noise-free readings of the true and of the ideal trajectory by the same sensor model.
+
+    T1/T3/T6 times and their minimums are both taken on these: the sensor's delay and lag are
+    part of what is judged, its noise (a property of the sensor, the same for any controller)
+    is not, so the ratio says how much later than the ideal the chamber was, as read.
+    """
+    return (
+        read_through(spec, dt_s, delay_s, initial, true_values),
+        read_through(spec, dt_s, delay_s, initial, ideal_values),
+    )
+
+
+def _settled(
+    times: Any, values: Any, start: int, end: int, centre: float, hold_s: float
+) -> int | None:
+    """First index in [start, end] from which ``values`` stay within +/- 0.1 of ``centre`` for
+    ``hold_s`` (or to ``end``): the run summary's band-entry criterion."""
+    entry: int | None = None
+    for i in range(start, end + 1):
+        if abs(values[i] - centre) <= 0.1 + 1e-9:
+            if entry is None:
+                entry = i
+            if times[i] - times[entry] >= hold_s:
+                return entry
+        else:
+            entry = None
+    return entry
+
+
+def ideal_descent_pct(r: TwinResult, x0: float, x_sp: float, start: int) -> list[float]:
+    """Chamber O2 (%) of the bang-bang move from ``x0`` after trace index ``start``: full N2 with
+    the CO2 the run actually injected (it dilutes O2 too), stopped and held at ``x_sp``."""
+    v = r.vessel
+    g, dt = v.gas, v.control_period_s
+    out, x = [], x0
+    for row in r.rows[start + 1 :]:
+        q_f = g.n2_max_lpm + row[COL["co2_lpm"]] + g.leak_lpm
+        x_inf = g.leak_lpm * X_AIR_O2 / q_f
+        if x > x_sp:
+            x = max(x_inf + (x - x_inf) * math.exp(-q_f * dt / 60.0 / g.volume_l), x_sp)
+        out.append(100.0 * x)
+    return out
+
+
+def _descent_reading_minimum(
+    r: TwinResult, true: ProcessModel, x_sp: float, o2: dict[str, Any], m: dict[str, Any]
+) -> None:
+    """T1 on one signal: true and ideal descent read noise-free by the same sensor model."""
+    tr, v = r.trace, r.vessel
+    dt = v.control_period_s
+    i0 = next(i for i, t in enumerate(tr.t_s) if t >= o2["ramp_start_s"] - 1e-9)
+    x0 = tr.o2_true_pct[i0] / 100.0
+    assert len(r.rows) == len(tr.t_s)
+    ideal = [*tr.o2_true_pct[: i0 + 1], *ideal_descent_pct(r, x0, x_sp, i0)]
+    seen, best = read_both(
+        v.o2_sensor, dt, v.gas.transport_delay_s, v.initial.o2_pct, list(tr.o2_true_pct), ideal
+    )
+    end = i0
+    while end + 1 < len(tr.t_s) and tr.phase[end + 1] == tr.phase[i0] and not tr.door[end + 1]:
+        end += 1
+    entry = _settled(tr.t_s, seen, i0, end, 100.0 * x_sp, SETTLE_S)
+    ideal_entry = _settled(tr.t_s, best, i0, end, 100.0 * x_sp, SETTLE_S)
+    m["t_band_read_s"] = None if entry is None else tr.t_s[entry] - tr.t_s[i0]
+    m["t_band_min_s"] = None if ideal_entry is None else tr.t_s[ideal_entry] - tr.t_s[i0]
+    m["ratio"] = (
+        None
+        if m["t_band_read_s"] is None or not m["t_band_min_s"]
+        else m["t_band_read_s"] / m["t_band_min_s"]
+    )
 
 
 @dataclass
@@ -153,19 +333,23 @@ def run_case(case: Case) -> Outcome:
     )
     recipe = Recipe(name=f"bench {case.sp_pct:g} %", phases=[equilibrate_phase(), hold])
     door = DoorOpening(door_at, 30.0)
-    result = run_twin(recipe, vessel, seed=case.seed, doors=[door], record_every_s=1.0, model=model)
+    tuning = tuning_of(case)
+    result, commands, ctl = run_recorded(recipe, vessel, case.seed, [door], model, tuning)
     out = Outcome(case)
     m = out.metrics
     o2 = o2_metrics(result)
     t_bb = o2["bang_bang_min_s"]
-    m["t_band_s"], m["t_bb_s"], m["ratio"] = o2["time_to_band_s"], t_bb, o2["ratio"]
-    m["ratio_limit"] = 1.2 + 2.0 * true.o2_dead_time_s / t_bb
+    m["t_band_s"], m["t_bb_s"] = o2["time_to_band_s"], t_bb
+    m["ratio_chamber_basis"] = o2["ratio"]
     m["undershoot_pct"] = o2["undershoot_pct"]
     m["mean_err_pct"], m["two_sigma_pct"] = o2["steady_mean_error_pct"], o2["steady_2sigma_pct"]
-    m["ms"] = o2_ms(true, model, case)
+    m["ms"], m["ms_initial"] = o2_ms(true, model, x_sp, ctl, tuning)
+    _descent_reading_minimum(result, true, x_sp, o2, m)
     _door_metrics(result, true, x_sp, door, m)
     _gas_metrics(result, true, x_sp, door, m)
     _co2_temp_metrics(result, true, door, m)
+    _travel_metrics(result, commands, door, m)
+    m.update(adapted_parameters(ctl, true))
     if case.keep_series:
         rows = result.rows[::10]
         out.series = {
@@ -205,7 +389,27 @@ def _door_metrics(
     t_bb_peak = bang_bang_descent_s(true, x_peak, x_sp, co2)
     m["door_peak_pct"] = 100 * x_peak
     m["recovery_s"] = None if back is None else tr.t_s[back] - close
-    m["recovery_ratio"] = None if back is None else m["recovery_s"] / t_bb_peak
+    m["recovery_ratio_chamber_basis"] = None if back is None else m["recovery_s"] / t_bb_peak
+    # the same criterion on the ideal recovery read through the same sensor
+    v = r.vessel
+    path = [*tr.o2_true_pct[: i_close + 1], *ideal_descent_pct(r, x_peak, x_sp, i_close)]
+    seen, best = read_both(
+        v.o2_sensor,
+        v.control_period_s,
+        v.gas.transport_delay_s,
+        v.initial.o2_pct,
+        list(tr.o2_true_pct),
+        path,
+    )
+    back_read = _stays(tr.t_s, seen, i_close, 100 * x_sp, 0.2, 600.0)
+    ideal_back = _stays(tr.t_s, best, i_close, 100 * x_sp, 0.2, 600.0)
+    m["recovery_read_s"] = None if back_read is None else tr.t_s[back_read] - close
+    m["recovery_min_s"] = None if ideal_back is None else tr.t_s[ideal_back] - close
+    m["recovery_ratio"] = (
+        None
+        if m["recovery_read_s"] is None or not m["recovery_min_s"]
+        else m["recovery_read_s"] / m["recovery_min_s"]
+    )
     dt = r.vessel.control_period_s
     excess = sum(tr.o2_true_pct[i] - 100 * x_sp for i in range(i_close, len(tr.t_s))) * dt / 60
     q_c = min(co2_ratio_lpm(co2, true.n2_max_lpm, true.leak_lpm), true.co2_max_lpm)
@@ -280,8 +484,7 @@ def _co2_temp_metrics(
     back = next(
         (i for i in range(i_close, len(t)) if all(c >= goal for c in co2[i : i + 300])), None
     )
-    # true CO2 when the door closes (door model: exchange frac, tau_door), then the minimum
-    # refill with full CO2 while the O2 recovery purge runs N2 at full flow
+    # old basis: chamber refill time from the door model's CO2 at close with N2 at full flow
     g = r.vessel.gas
     c_low = X_AIR_CO2 + (CO2_PCT / 100 - X_AIR_CO2) * math.exp(
         -g.door_exchange_frac * door.duration_s / g.door_tau_s
@@ -290,8 +493,38 @@ def _co2_temp_metrics(
     c_inf = true.co2_max_lpm / q
     t_min = 60 * true.volume_l / q * math.log((c_inf - c_low) / (c_inf - goal / 100))
     m["co2_recovery_s"] = None if back is None else t[back] - close
-    m["co2_recovery_min_s"] = t_min
-    m["co2_recovery_limit_s"] = max(1.2 * t_min, 180.0)
+    m["co2_recovery_chamber_min_s"] = t_min
+    # same signal: the ideal refill from the true CO2 at close, read through the CO2 sensor
+    v = r.vessel
+    chamber = co2_chamber_pct(r)
+    ideal = [*chamber[: i_close + 1], *ideal_co2_refill_pct(r, chamber[i_close] / 100.0, i_close)]
+    seen, best = read_both(
+        v.co2_sensor, v.control_period_s, g.transport_delay_s, v.initial.co2_pct, chamber, ideal
+    )
+
+    def first_back(values: list[float]) -> int | None:
+        return next(
+            (
+                i
+                for i in range(i_close, len(t))
+                if all(c >= goal - 1e-9 for c in values[i : i + 300])
+            ),
+            None,
+        )
+
+    back_read, ideal_back = first_back(seen), first_back(best)
+    m["co2_door_low_pct"] = chamber[i_close]
+    m["co2_recovery_read_s"] = None if back_read is None else t[back_read] - close
+    m["co2_recovery_min_s"] = None if ideal_back is None else t[ideal_back] - close
+    m["co2_recovery_ratio"] = (
+        None
+        if back_read is None or not m["co2_recovery_min_s"]
+        else m["co2_recovery_read_s"] / m["co2_recovery_min_s"]
+    )
+    m["co2_overshoot_pct"] = max(0.0, max(chamber[i_close:]) - CO2_PCT)
+    m["co2_reconstruction_rms_pct"] = (
+        statistics.fmean((a - b) ** 2 for a, b in zip(co2, seen, strict=True)) ** 0.5
+    )
     temps = [row[COL["temp_c"]] for row in rows]
     steady = [temps[i] for i, ti in enumerate(t) if door.at_s - STEADY_S <= ti < door.at_s]
     m["temp_dev_k"] = max(abs(x - TEMP_C) for x in steady)
@@ -299,3 +532,60 @@ def _co2_temp_metrics(
     tback = _stays(t, temps, i_close, TEMP_C, 0.2, 600.0)
     m["temp_recovery_s"] = None if tback is None else t[tback] - close
     m["temp_overshoot_k"] = max(0.0, max(temps[i_close:]) - TEMP_C)
+
+
+def co2_chamber_pct(r: TwinResult) -> list[float]:
+    """True chamber CO2 (%) per recorded step, rebuilt with the plant's exact step from the
+    recorded actual flows and door state (the twin records the CO2 reading only)."""
+    v = r.vessel
+    g, dt = v.gas, v.control_period_s
+    c = v.initial.co2_pct / 100.0
+    out = []
+    for row in r.rows:
+        q_door = (
+            g.door_exchange_frac * g.volume_l * 60.0 / g.door_tau_s
+            if row[COL["door_open"]]
+            else 0.0
+        )
+        room = row[COL["air_lpm"]] + g.leak_lpm + q_door
+        q_total = row[COL["n2_lpm"]] + row[COL["o2_lpm"]] + row[COL["co2_lpm"]] + room
+        if q_total > 0.0:
+            c_inf = (room * X_AIR_CO2 + row[COL["co2_lpm"]]) / q_total
+            c = c_inf + (c - c_inf) * math.exp(-q_total * dt / 60.0 / g.volume_l)
+        out.append(100.0 * c)
+    return out
+
+
+def ideal_co2_refill_pct(r: TwinResult, c0: float, i_close: int) -> list[float]:
+    """Chamber CO2 (%) after the door: CO2 at its maximum with the run's own other flows, held at
+    the set point once reached."""
+    v = r.vessel
+    g, dt = v.gas, v.control_period_s
+    sp = CO2_PCT / 100.0
+    c, out = c0, []
+    for row in r.rows[i_close + 1 :]:
+        room = row[COL["air_lpm"]] + g.leak_lpm
+        q_c = g.co2_max_lpm
+        q_total = row[COL["n2_lpm"]] + row[COL["o2_lpm"]] + q_c + room
+        if c < sp:
+            c_inf = (room * X_AIR_CO2 + q_c) / q_total
+            c = min(c_inf + (c - c_inf) * math.exp(-q_total * dt / 60.0 / g.volume_l), sp)
+        out.append(100.0 * c)
+    return out
+
+
+def _travel_metrics(
+    r: TwinResult, commands: list[tuple[float, float]], door: DoorOpening, m: dict[str, Any]
+) -> None:
+    """MFC travel (sum of |change of set point| per hour) of N2 and CO2 over the steady window."""
+    dt = r.vessel.control_period_s
+    first = round((door.at_s - STEADY_S) / dt)
+    last = round(door.at_s / dt)
+    window = commands[first:last]
+    hours = len(window) * dt / 3600.0
+    for k, name in ((0, "n2"), (1, "co2")):
+        values = [c[k] for c in window]
+        travel = sum(abs(b - a) for a, b in itertools.pairwise(values))
+        m[f"{name}_travel_lpm_per_h"] = travel / hours if hours > 0 else None
+        m[f"{name}_cmd_mean_lpm"] = statistics.fmean(values) if values else None
+        m[f"{name}_cmd_sd_lpm"] = statistics.pstdev(values) if values else None

@@ -28,6 +28,7 @@ from control_cases import (
     Outcome,
     _stays,
     equilibrate_phase,
+    tuning_of,
     warm_vessel,
 )
 
@@ -80,7 +81,7 @@ def run_do_case(case: Case) -> Outcome:
         duration_h=RUN_H,
     )
     recipe = Recipe(name=f"bench DO {case.sp_pct:g} %", phases=[equilibrate_phase(), do_phase])
-    result = run_twin(recipe, vessel, seed=case.seed, record_every_s=1.0)
+    result = run_twin(recipe, vessel, seed=case.seed, record_every_s=1.0, tuning=tuning_of(case))
     rows = [r for r in result.rows if r[COL["phase"]] == "do"]
     t = [r[COL["t_s"]] - EQUILIBRATE_S for r in rows]
     do = [r[COL["do_pct"]] for r in rows]

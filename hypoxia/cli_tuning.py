@@ -124,6 +124,15 @@ def tune(
         pi = getattr(before, name).pi
         table.add_row(*_result_row(session.results[name], (pi.kp_per_s, pi.ti_s)))
     out.print(table)
+    learned = session.adapted()
+    if learned:
+        model = plant.process_model()
+        out.print(
+            f"observer (adapted on the twin): volume {_num(learned['volume_l'])} L (model "
+            f"{_num(model.volume_l)}), leak {_num(learned['leak_lpm'])} L/min (model "
+            f"{_num(model.leak_lpm)}), O2 delay + lag {_num(learned['o2_lag_s'])} s (model "
+            f"{_num(model.transport_delay_s + model.o2_sensor_t63_s)})"
+        )
     check = verify_on_twin(plant, session.proposed, o2_pct, seed=seed)
     out.print(
         f"on the twin with these gains: O2 ratio {_num(check['ratio'])} (limit "

@@ -163,6 +163,7 @@ def test_cli_tune_from_bad_gains_file_writes_a_loadable_tuning(tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     assert "proposed PI gains" in result.output
+    assert "observer (adapted on the twin): volume 1" in result.output  # ~100 L learned
     assert "[tuning.o2]" in proposed.read_text()
     tuned = load_tuning(proposed)
     start = load_tuning(bad)

@@ -13,6 +13,14 @@ Moves requested as "fastest" run the time-optimal law of docs/control.md §D3.2:
 actuation (a *purge*) until the value predicted past the loop's dead time reaches the target,
 then hand over to tracking with the sensor-lagged reference so that the still-falling reading is
 not mistaken for an error. A large disturbance (door opening) in tracking re-plans a purge.
+
+A loop given an *estimate* of the controlled value now (the headspace observer,
+:mod:`controller.core.observer`) controls on that estimate instead of the filtered reading: the
+reference needs no sensor lag, the purge predicts one control period ahead with the actuators'
+own lag and lands on the target in its last period (a predicted, MPC-style hand-over), and the
+re-plan decision is made on the chamber value, not on the lagged reading. In tracking the
+subclass may hold its actuators inside a dead band (:meth:`BalanceLoop.settle`) so that noise
+does not move them.
 """
 
 from __future__ import annotations
@@ -126,8 +134,15 @@ class BalanceLoop(ABC):
 
     unit = ""
 
-    def __init__(self, dead_time_s: float, tuning: LoopTuning, default_replan: float) -> None:
+    def __init__(
+        self,
+        dead_time_s: float,
+        tuning: LoopTuning,
+        default_replan: float,
+        actuator_lag_s: float = 0.0,
+    ) -> None:
         self.tuning = tuning
+        self.actuator_lag_s = actuator_lag_s
         self.dead_time_s = dead_time_s + tuning.filter_s
         tau_c = tuning.tau_c_factor * self.dead_time_s
         kp = tuning.kp_per_s if tuning.kp_per_s is not None else 1.0 / (tau_c + self.dead_time_s)
@@ -159,6 +174,16 @@ class BalanceLoop(ABC):
     @abstractmethod
     def actuators_off(self) -> None:
         """Put the loop's actuators at rest (loop disabled)."""
+
+    def settle(self, error: float) -> None:  # noqa: B027 - optional hook, no dead band by default
+        """Tracking only: hold the actuators inside their dead band (default: no dead band).
+
+        Args:
+            error: The loop's error this cycle (reference minus controlled value), loop units.
+        """
+
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Forget the held actuator values (the next tracking command is applied as is)."""
 
     # ------------------------------------------------------------------------------ public API
     def set_target(self, target: float | None, rate_per_s: float | None) -> None:
@@ -197,26 +222,41 @@ class BalanceLoop(ABC):
         if self.mode is LoopMode.OFF:
             self.mode = LoopMode.TRACK
 
-    def update(self, dt_s: float, measured: float | None) -> None:
-        """Run one cycle; ``measured`` is ``None`` when the reading cannot be trusted."""
+    def update(self, dt_s: float, measured: float | None, estimate: float | None = None) -> None:
+        """Run one cycle; ``measured`` is ``None`` when the reading cannot be trusted.
+
+        Args:
+            dt_s: Control period, s.
+            measured: The reading in loop units, ``None`` when untrusted.
+            estimate: The controlled value *now* from an observer (no sensor delay or lag);
+                when given the loop controls on it (the measurement filter is bypassed).
+        """
         if self.ref.target is None:
+            self.release()
             self.actuators_off()
             return
         if measured is None:
             self._hold_safe(dt_s)
             return
-        y = self._filter(dt_s, measured)
+        observed = estimate is not None and math.isfinite(estimate)
+        if observed:
+            assert estimate is not None  # noqa: S101 - narrowed for mypy
+            y = self.filtered = estimate
+        else:
+            y = self._filter(dt_s, measured)
         if self.mode is LoopMode.HOLD_SAFE:
             self.mode = LoopMode.TRACK
             self.ref.sensed = y
         if self._pending_fastest:
             self._pending_fastest = False
             self._start_move(y, self.ref.target)
-        if self.mode in (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP) and not self._purge(
-            y, self.ref.target
-        ):
-            return
-        self._track(dt_s, y, self.ref.target)
+        if self.mode in (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP):
+            if observed:
+                self._purge_predicted(dt_s, y, self.ref.target)
+                return
+            if not self._purge(y, self.ref.target):
+                return
+        self._track(dt_s, y, self.ref.target, observed)
 
     def snapshot(self) -> dict[str, Any]:
         """Loop state for the run journal: mode, filter, reference and integral."""
@@ -279,20 +319,52 @@ class BalanceLoop(ABC):
         self.ref.value = target
         self.ref.sensed = y
 
-    def _track(self, dt_s: float, y: float, target: float) -> None:
+    def _purge_predicted(self, dt_s: float, x: float, target: float) -> None:
+        """One purge period on the observer's estimate ``x`` of the value now.
+
+        Full actuation while the value, one period ahead plus what the actuators' lag still
+        delivers after a cut (rate x lag), has not reached the target; in the last period the
+        rate that lands exactly on the target, then tracking (docs/control.md §D3.2).
+        """
+        up = self.mode is LoopMode.PURGE_UP
+        self.release()
+        forecast = self.full_actuation(up)
+        if forecast is None or forecast.tau_s <= 0.0:
+            self._end_purge(x, target)
+            self.ref.sensed = target
+            self.allocate(target, 0.0)
+            return
+        rate_full = (forecast.value_inf - x) / forecast.tau_s
+        tail = rate_full * self.actuator_lag_s
+        x_next = forecast.value_inf + (x - forecast.value_inf) * math.exp(-dt_s / forecast.tau_s)
+        reach = x_next + tail
+        if (reach < target) if up else (reach > target):
+            return
+        rate = (target - x - tail) / dt_s
+        rate = max(rate, 0.0) if up else min(rate, 0.0)  # never reverse to land
+        self.mode = LoopMode.TRACK
+        self.ref.value = self.ref.sensed = target
+        self.allocate(x, rate)
+
+    def _track(self, dt_s: float, y: float, target: float, observed: bool = False) -> None:
         self.ref.advance(dt_s)
+        if observed:
+            self.ref.sensed = self.ref.value
         error = self.ref.sensed - y
         if abs(error) > self.replan and abs(target - self.ref.value) < 1e-12:
             up = error > 0
             if self.full_actuation(up) is not None:
                 self.mode = LoopMode.PURGE_UP if up else LoopMode.PURGE_DOWN
+                self.release()
                 return
         rate_des = self.ref.slope_per_s + self.pi.output(error)
         applied = self.allocate(self.ref.value, rate_des)
         self.pi.advance(error, dt_s, applied - rate_des)
+        self.settle(error)
 
     def _hold_safe(self, dt_s: float) -> None:
         """Untrusted reading: hold the feed-forward for the planned value, freeze the integral."""
         self.mode = LoopMode.HOLD_SAFE
+        self.release()
         self.ref.advance(dt_s)
         self.allocate(self.ref.value, self.ref.slope_per_s + self.pi.integral)

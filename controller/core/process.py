@@ -56,6 +56,10 @@ class ProcessModel(BaseModel):
         heater_max_w: Heater power limit, W.
         room_temp_c: Expected room temperature, degC.
         control_period_s: Cycle of read - check - control - actuate - record, s.
+        mfc_tau_s: First-order lag of the gas mass-flow controllers, s (0.5-2 typical,
+            docs/physics.md §B1); the observer and the purge landing account for it.
+        o2_noise_sd_pct / co2_noise_sd_pct: 1-sigma noise of the O2 / CO2 readings, % abs (the
+            observer's measurement noise and the MFC dead bands are tuned to it).
         liquid: Dissolved-O2 model, only for bioreactors controlled on DO.
     """
 
@@ -77,6 +81,9 @@ class ProcessModel(BaseModel):
     heater_max_w: float = Field(gt=0)
     room_temp_c: float = Field(ge=-10, le=45)
     control_period_s: float = Field(default=1.0, gt=0, le=60)
+    mfc_tau_s: float = Field(default=0.5, ge=0, le=60)
+    o2_noise_sd_pct: float = Field(default=0.02, gt=0, le=5)
+    co2_noise_sd_pct: float = Field(default=0.02, gt=0, le=5)
     liquid: LiquidModel | None = None
 
     @property

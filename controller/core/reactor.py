@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core.gas import Co2Loop, GasFlows, O2Loop
 from controller.core.loops import BalanceLoop, LoopMode, LoopTuning
+from controller.core.observer import Flows, HeadspaceObserver, ObserverTuning
 from controller.core.process import X_AIR_O2, ProcessModel
 from controller.core.recipe import Phase, Ramp
 from controller.core.recipe_engine import Measured
@@ -30,6 +31,8 @@ class ControllerTuning(BaseModel):
     co2: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=1.5))
     temp: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=3.0, filter_s=0.0))
     do: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=1.0, filter_s=10.0))
+    # the headspace observer (None: the gas loops act on their filtered readings as before)
+    observer: ObserverTuning | None = Field(default_factory=ObserverTuning)
 
 
 MIXER_OF_FLOW: dict[str, str] = {
@@ -90,6 +93,9 @@ class ReactorController:
         self.flows = GasFlows()
         self.o2 = O2Loop(model, self.flows, tuning.o2)
         self.co2 = Co2Loop(model, self.flows, tuning.co2)
+        self.observer: HeadspaceObserver | None = None
+        if tuning.observer is not None:
+            self.observer = HeadspaceObserver(model, tuning.observer)
         self.temp = TemperatureLoop(model, tuning.temp)
         self.do: DissolvedO2Loop | None = None
         if model.liquid is not None:
@@ -116,18 +122,93 @@ class ReactorController:
         self.co2.set_target(co2, _rate_per_s(phase.co2_ramp_pct_per_min, 0.01))
         self.temp.set_target(phase.temp_c, _rate_per_s(phase.temp_ramp_c_per_min, 1.0))
 
-    def step(self, dt_s: float, measured: Measured, pump_on: bool = False) -> Actuation:
-        """Run one control cycle on trusted values (``None`` = untrusted) and return commands."""
+    def step(
+        self,
+        dt_s: float,
+        measured: Measured,
+        pump_on: bool = False,
+        door_open: bool | None = None,
+        applied: Actuation | None = None,
+    ) -> Actuation:
+        """Run one control cycle on trusted values (``None`` = untrusted) and return commands.
+
+        Args:
+            dt_s: Control period, s.
+            measured: Trusted readings of this cycle.
+            pump_on: Harvest pump state to pass through.
+            door_open: The door switch, where the site has one (``None``: the observer detects
+                doors from the O2 rise).
+            applied: What was actually applied over the last period when something other than
+                this controller's last command was (an interlock); default: the last command.
+        """
+        estimates = self.observe(measured, door_open, applied)
         o2_frac = None if measured.o2_pct is None else measured.o2_pct / 100.0
         if self.dissolved and self.do is not None:
             do_frac = None if measured.do_pct is None else measured.do_pct / 100.0
             self.do.update(dt_s, do_frac)
             self.o2.follow(self.do.headspace_sp)
-        self.o2.update(dt_s, o2_frac)
+        self.o2.update(dt_s, o2_frac, estimates["o2"])
         co2_frac = None if measured.co2_pct is None else measured.co2_pct / 100.0
-        self.co2.update(dt_s, co2_frac)
+        self.co2.update(dt_s, co2_frac, estimates["co2"])
         self.temp.update(dt_s, measured.temp_c)
         return Actuation.from_flows(self.flows, self.temp.heater_w, pump_on)
+
+    def observe(
+        self,
+        measured: Measured,
+        door_open: bool | None = None,
+        applied: Actuation | None = None,
+        adapt: bool = True,
+    ) -> dict[str, float | None]:
+        """Advance the headspace observer one period and adapt the gas loops to its estimates.
+
+        Args:
+            measured: Trusted readings of this cycle.
+            door_open: The door switch, where the site has one.
+            applied: What was applied over the last period, if not the last command.
+            adapt: Pass the adapted volume, leak and dead bands to the loops (an identification
+                experiment keeps the loops' parameters fixed while it runs).
+
+        Returns:
+            The chamber O2 and CO2 fractions now (``None`` without an observer or before its
+            first trusted reading) by loop name.
+        """
+        obs = self.observer
+        if obs is None:
+            return {"o2": None, "co2": None}
+        f = applied if applied is not None else self.flows
+        last = Flows(f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm)
+        purges = (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP)
+        obs.update(
+            last,
+            None if measured.o2_pct is None else measured.o2_pct / 100.0,
+            None if measured.co2_pct is None else measured.co2_pct / 100.0,
+            door_open,
+            purging=self.o2.mode in purges,
+        )
+        if not obs.started:
+            return {"o2": None, "co2": None}
+        if adapt:
+            self._adapt(obs)
+        co2 = obs.co2_now if obs.co2_started else None
+        return {"o2": obs.o2_now, "co2": co2}
+
+    def _adapt(self, obs: HeadspaceObserver) -> None:
+        """The gas loops take the observer's volume, leak and noise-tuned dead bands."""
+        sigmas = obs.tuning.dead_band_sigmas
+        for loop, sd in ((self.o2, obs.o2_sd), (self.co2, obs.co2_sd)):
+            loop.volume_l = obs.volume_l
+            loop.leak_lpm = obs.leak_lpm
+            loop.dead_band_rate = sigmas * loop.pi.kp_per_s * sd
+            loop.dead_band_error = sigmas * sd
+            loop.dead_band_max_fs = obs.tuning.dead_band_max_fs
+            loop.dead_band_min_fs = obs.tuning.dead_band_min_fs
+
+    def adapted(self) -> dict[str, float]:
+        """What the observer learned about the vessel (volume L, leak L/min, flow gain)."""
+        if self.observer is None or not self.observer.started:
+            return {}
+        return self.observer.adapted()
 
     def loops(self) -> dict[str, BalanceLoop]:
         """The loops by name (``do`` only on vessels with a liquid model)."""
@@ -143,16 +224,20 @@ class ReactorController:
             "dissolved": self.dissolved,
             "flows": [f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm],
             "loops": {name: loop.snapshot() for name, loop in self.loops().items()},
+            "observer": None if self.observer is None else self.observer.snapshot(),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Resume from :meth:`snapshot`."""
+        """Resume from :meth:`snapshot` (a snapshot without observer state restarts it)."""
         self.dissolved = bool(data["dissolved"])
         f = self.flows
         f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm = (float(q) for q in data["flows"])
         for name, loop in self.loops().items():
             if name in data["loops"]:
                 loop.restore(data["loops"][name])
+        saved = data.get("observer")
+        if self.observer is not None and saved is not None:
+            self.observer.restore(saved)
 
     @property
     def o2_mode(self) -> LoopMode:

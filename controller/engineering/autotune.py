@@ -345,6 +345,7 @@ class RelayExperiment:
             pi.integral = loop.pi.integral  # same rate coordinates: the integral carries over
             loop.pi = pi
         loop.tuning = tuning
+        loop.release()  # the relay moved the actuators: nothing held from before
         loop.filtered = self.filtered
         loop.ref.value = loop.ref.sensed = self.target
         loop.mode = LoopMode.TRACK
@@ -441,6 +442,13 @@ class AutotuneSession:
         """True once every requested loop has a result."""
         return self.experiment is None
 
+    def adapted(self) -> dict[str, float]:
+        """What the headspace observer learned during the session.
+
+        Volume L, leak L/min, flow gain, O2 lag s; empty without an observer.
+        """
+        return self.controller.adapted()
+
     @property
     def proposed(self) -> ControllerTuning:
         """The starting tuning with every successful proposal installed."""
@@ -453,6 +461,11 @@ class AutotuneSession:
         others = [name for name in LOOP_NAMES if exp is None or name != exp.name]
         steady = all(self._holding(name) for name in others)
         self.quiet_s = self.quiet_s + dt_s if steady else 0.0
+        # The loops run on the model's parameters and their filtered readings, so the relay
+        # identifies the loop as the model sees it (a volume error shows as k != 1); the headspace
+        # observer watches every period (the relay's flows included) and reports what it learned
+        # (:meth:`adapted`), without feeding it to the loops.
+        ctl.observe(measured, adapt=False)
         for name in LOOP_NAMES:
             value = _loop_value(name, measured)
             if exp is not None and exp.name == name:

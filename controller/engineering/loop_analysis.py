@@ -25,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import mul
 
+from controller.core.process import X_AIR_O2, ProcessModel, co2_ratio_lpm, steady_n2_lpm
+from controller.core.reactor import ReactorController
+
 MS_MAX = 1.6
 """Largest sensitivity peak accepted for a proposed tuning (docs/control.md §D2, T11)."""
 
@@ -274,3 +277,218 @@ def fit_integrator(
     sse, lag, tau, (_c0, drift, minus_a, k) = best
     rms = math.sqrt(sse / len(record.keep))
     return IntegratorModel(k, lag * dt_s, tau, max(-minus_a, 0.0), drift, rms)
+
+
+@dataclass(frozen=True, slots=True)
+class SampledLoop:
+    """One side of the observer-based O2 loop, linearised at its set point (per control period).
+
+    The chamber obeys x_{k+1} = phi x_k + dt k u_k (u: the rate the allocation delivers, 1/s,
+    through the MFC lag), the sensor s_k = s_{k-1} + alpha (x_{k-delay} - s_{k-1}).
+
+    Attributes:
+        dt_s: Control period, s.
+        phi: Self-regulation per period, exp(-(Q_total/V + leak/V) dt) (1 = integrator).
+        gain: Delivered / requested rate (k; 1 when the volume is right).
+        delay: Transport delay, whole periods.
+        alpha: Sensor lag per period, 1 - exp(-dt/t63).
+        mfc_tau_s: MFC first-order lag, s.
+        leak_gain: d(dx/dt)/d(leak rate) at the set point, x_a - x (the observer's leak state).
+    """
+
+    dt_s: float
+    phi: float
+    gain: float
+    delay: int
+    alpha: float
+    mfc_tau_s: float
+    leak_gain: float
+
+
+def _mfc(w: complex, dt: float, tau: float) -> complex:
+    """Mean flow over a period per unit set point through a first-order MFC lag."""
+    if tau <= 0.0:
+        return 1.0 + 0j
+    e1 = math.exp(-dt / tau)
+    c1 = tau / dt * (1.0 - e1)
+    zi = cmath.exp(-1j * w)
+    return (1.0 - c1) + c1 * (1.0 - e1) * zi / (1.0 - e1 * zi)
+
+
+def _solve3(m: list[list[complex]], b: list[complex]) -> list[complex]:
+    """Solve a 3x3 complex system by Cramer's rule."""
+
+    def det(a: list[list[complex]]) -> complex:
+        return (
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        )
+
+    d = det(m)
+    out = []
+    for c in range(3):
+        mc = [[b[r] if j == c else m[r][j] for j in range(3)] for r in range(3)]
+        out.append(det(mc) / d)
+    return out
+
+
+def steady_kalman_gain(
+    model: SampledLoop, chamber_var: float, leak_var: float, noise_var: float
+) -> tuple[float, float, float]:
+    """Steady-state Kalman gain of the observer's [chamber, sensor, leak] filter.
+
+    The same model and noise as :class:`controller.core.observer.HeadspaceObserver` in
+    tracking (volume, lag and door frozen): process noise ``chamber_var`` on the chamber (passed
+    to the sensor through the lag), ``leak_var`` on the leak rate, measurement ``noise_var``.
+    """
+    phi, a, dt, gam = model.phi, model.alpha, model.dt_s, model.leak_gain
+    f = [[phi, 0.0, dt * gam], [a * phi, 1.0 - a, a * dt * gam], [0.0, 0.0, 1.0]]
+    q = [[chamber_var, a * chamber_var, 0.0], [a * chamber_var, a * a * chamber_var, 0.0]]
+    q.append([0.0, 0.0, leak_var])
+    p = [[chamber_var * 100.0 if i == j else 0.0 for j in range(3)] for i in range(3)]
+    k = (0.0, 0.0, 0.0)
+    for _ in range(20000):
+        fp = [[sum(f[i][m] * p[m][j] for m in range(3)) for j in range(3)] for i in range(3)]
+        pp = [
+            [sum(fp[i][m] * f[j][m] for m in range(3)) + q[i][j] for j in range(3)]
+            for i in range(3)
+        ]
+        s = pp[1][1] + noise_var
+        k_new = (pp[0][1] / s, pp[1][1] / s, pp[2][1] / s)
+        p = [[pp[i][j] - k_new[i] * pp[1][j] for j in range(3)] for i in range(3)]
+        if max(abs(x - y) for x, y in zip(k, k_new, strict=True)) < 1e-12:
+            return k_new
+        k = k_new
+    return k
+
+
+def observer_loop_sensitivity(
+    plant: SampledLoop,
+    model: SampledLoop,
+    kalman: tuple[float, float, float],
+    kp_per_s: float,
+    ti_s: float,
+    omega: float,
+) -> complex:
+    """S = 1/(1 + L) at ``omega`` (rad per control period) for the loop broken at the rate.
+
+    Controller: the [chamber, sensor, leak] filter of ``model`` with gain ``kalman`` on the
+    delayed axis (predict with the flows applied one delay earlier, correct with the reading),
+    its estimate carried through ``model.delay`` periods of applied flows (the Smith-type
+    prediction), the PI on that estimate and the feed-forward of the estimated leak. An input
+    disturbance is not seen by the filter, so the controller is u = C y with
+    C = G_y / (1 - G_u) (G_u: the path from its own output through the model).
+    """
+    dt, phi, a, d = model.dt_s, model.phi, model.alpha, model.delay
+    gam = model.leak_gain
+    kz, ks, kl = kalman
+    ikc = [[1.0, -kz, 0.0], [0.0, 1.0 - ks, 0.0], [0.0, -kl, 1.0]]  # I - K C, C = [0, 1, 0]
+    am = [[phi, 0.0, dt * gam], [a * phi, 1.0 - a, a * dt * gam], [0.0, 0.0, 1.0]]
+    bm = [dt, a * dt, 0.0]
+    ia = [[sum(ikc[i][m] * am[m][j] for m in range(3)) for j in range(3)] for i in range(3)]
+    ib = [sum(ikc[i][m] * bm[m] for m in range(3)) for i in range(3)]
+    e_row = [phi**d, 0.0, dt * gam * sum(phi**j for j in range(d))]
+    zi = cmath.exp(-1j * omega)
+    mfc_m = _mfc(omega, dt, model.mfc_tau_s)
+    mfc_p = _mfc(omega, dt, plant.mfc_tau_s)
+    m = [[(1.0 if r == c else 0.0) - zi * ia[r][c] for c in range(3)] for r in range(3)]
+    xi_y = _solve3(m, [kz + 0j, ks + 0j, kl + 0j])
+    xi_u = _solve3(m, [ib[r] * zi ** (1 + d) * mfc_m for r in range(3)])
+    fwd = sum(phi ** (d - 1 - j) * dt * zi ** (d - j) for j in range(d)) * mfc_m
+    pi = kp_per_s * (1.0 + dt / ti_s * zi / (1.0 - zi))
+    out = [pi * e_row[0], pi * e_row[1], pi * e_row[2] + gam]
+    g_y = -sum(out[r] * xi_y[r] for r in range(3))
+    g_u = -sum(out[r] * xi_u[r] for r in range(3)) - pi * fwd
+    ctl = g_y / (1.0 - g_u)
+    x_per_u = plant.gain * dt * zi / (1.0 - plant.phi * zi) * mfc_p
+    y_per_x = plant.alpha * zi**plant.delay / (1.0 - (1.0 - plant.alpha) * zi)
+    return 1.0 / (1.0 - ctl * x_per_u * y_per_x)
+
+
+def observer_loop_margins(
+    plant: SampledLoop,
+    model: SampledLoop,
+    kalman: tuple[float, float, float],
+    kp_per_s: float,
+    ti_s: float,
+    points: int = 3000,
+) -> Margins:
+    """Ms and crossover of the observer-based loop (:func:`observer_loop_sensitivity`).
+
+    Gain and phase margins are not reported for this structure (nan); Ms is the robustness
+    measure of docs/control.md §D2.
+    """
+    ms, crossover, mag_prev = 1.0, math.nan, math.inf
+    for i in range(1, points + 1):
+        w = math.pi * (1e-5 ** (1.0 - i / points))  # log grid up to Nyquist
+        sens = observer_loop_sensitivity(plant, model, kalman, kp_per_s, ti_s, w)
+        ms = max(ms, abs(sens))
+        mag = abs(1.0 / sens - 1.0)
+        if mag_prev > 1.0 >= mag and math.isnan(crossover):
+            crossover = w / plant.dt_s
+        mag_prev = mag
+    return Margins(math.nan, math.nan, ms, crossover)
+
+
+def _steady_phi(
+    model: ProcessModel, volume_l: float, leak_lpm: float, x_sp: float, co2: float
+) -> float:
+    """Self-regulation per period at the set point: exp(-(inflow + leak)/V dt)."""
+    q_c = co2_ratio_lpm(co2, max(steady_n2_lpm(model, x_sp, 0.0), 0.0), leak_lpm)
+    n2 = max(leak_lpm * (X_AIR_O2 / x_sp - 1.0) - q_c, 0.0)
+    inflow = max(n2 + q_c, model.min_through_flow_lpm)
+    return math.exp(-(inflow + leak_lpm) / (60.0 * volume_l) * model.control_period_s)
+
+
+def o2_loop_sides(
+    controller: ReactorController, plant: ProcessModel, x_sp: float, co2: float = 0.05
+) -> tuple[SampledLoop, SampledLoop, tuple[float, float, float]]:
+    """(plant side, controller side, steady Kalman gain) of ``controller``'s observer loop."""
+    obs = controller.observer
+    assert obs is not None  # noqa: S101 - callers check
+    dt = plant.control_period_s
+    t = obs.tuning
+    model_side = SampledLoop(
+        dt_s=dt,
+        phi=_steady_phi(controller.model, obs.volume_l, obs.leak_lpm, x_sp, co2),
+        gain=1.0,
+        delay=obs.delay,
+        alpha=obs.w[5],
+        mfc_tau_s=controller.model.mfc_tau_s,
+        leak_gain=X_AIR_O2 - x_sp,
+    )
+    d_p = max(0, round(plant.transport_delay_s / dt))
+    t63_p = plant.o2_sensor_t63_s + (plant.transport_delay_s - d_p * dt)
+    plant_side = SampledLoop(
+        dt_s=dt,
+        phi=_steady_phi(plant, plant.volume_l, plant.leak_lpm, x_sp, co2),
+        gain=obs.volume_l / plant.volume_l,
+        delay=d_p,
+        alpha=1.0 - math.exp(-dt / t63_p) if t63_p > 0 else 1.0,
+        mfc_tau_s=plant.mfc_tau_s,
+        leak_gain=X_AIR_O2 - x_sp,
+    )
+    kalman = steady_kalman_gain(
+        model_side, t.chamber_sd**2, (t.leak_sd * obs.leak_scale) ** 2, obs.r_o2
+    )
+    return plant_side, model_side, kalman
+
+
+def o2_loop_margins(
+    controller: ReactorController, plant: ProcessModel, x_sp: float, co2: float = 0.05
+) -> Margins:
+    """Ms of ``controller``'s O2 loop on the true ``plant`` at set point ``x_sp``.
+
+    With a headspace observer: :func:`observer_loop_margins` with the observer's current
+    (adapted) volume, leak, delay and lag on the controller side. Without: the PI on the
+    filtered reading (:func:`margins`), loop gain V_model / V_true.
+    """
+    loop, obs = controller.o2, controller.observer
+    dt = plant.control_period_s
+    if obs is None or not obs.started:
+        delay = plant.transport_delay_s + 0.5 * dt
+        lag = plant.o2_sensor_t63_s + loop.tuning.filter_s
+        return margins(loop.volume_l / plant.volume_l, delay, loop.pi.kp_per_s, loop.pi.ti_s, lag)
+    plant_side, model_side, kalman = o2_loop_sides(controller, plant, x_sp, co2)
+    return observer_loop_margins(plant_side, model_side, kalman, loop.pi.kp_per_s, loop.pi.ti_s)

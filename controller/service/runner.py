@@ -319,7 +319,10 @@ class ReactorRunner:
             self.overrides = {}
             self.controller.apply_phase(self.phase)
             self.settled.reset()
-        act = self.controller.step(self.period_s, measured, engine.pump_on)
+        # what the outputs really were over the last period (after interlocks and safe states)
+        act = self.controller.step(
+            self.period_s, measured, engine.pump_on, applied=self.outputs.last
+        )
         self.settled.update(self.phase, measured)
         expected = self.purge.update(t, self.controller.o2.mode, measured.o2_pct)
         self._forecast_supply(t)
