@@ -8,8 +8,13 @@ State and balances (docs/physics.md §B):
 * door openings as extra exchange with room air (tau_door, share of the volume exposed);
 * heat balance C dT/dt = P - (UA + UA_door)(T - T_room);
 * bioreactor medium: dC/dt = kLa (H pO2 - C) - q X C/(Km + C), cells growing exponentially;
-* static culture: medium O2 lags the chamber (tau_medium); pericellular O2 from the
-  Michaelis-Menten-limited diffusion drop J L/D (closed-form quadratic).
+* static culture, ``model = "lag"``: medium O2 lags the chamber (tau_medium); pericellular O2 from
+  the Michaelis-Menten-limited diffusion drop J L/D (closed-form quadratic);
+  ``model = "diffusion"``: 1-D diffusion-reaction through the medium (simulators/diffusion.py,
+  §B7), behind an optional lid/vent lag; cell density growing (logistic when capped);
+* gas-liquid equilibrium on the O2 partial pressure: x_dry (P_baro - RH p_w(T)), Henry coefficient,
+  kLa, uptake and diffusivity at the medium temperature when the vessel has an ``[atmosphere]``
+  section (simulators/gas_liquid.py, §B6); without it dry gas at 760 mmHg and 37 degC values.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from dataclasses import dataclass, field
 
 from controller.core.gas import GasFlows
 from controller.core.process import MMHG_PER_ATM, X_AIR_CO2, X_AIR_O2
-from simulators.vessel import Vessel
+from simulators import gas_liquid
+from simulators.diffusion import MediumLayer, steady_cell_um
+from simulators.vessel import AtmosphereSection, Vessel
 
 O2_DIFFUSIVITY_M2_S = 3.0e-9
 """O2 diffusivity in medium at 37 degC, m^2/s."""
@@ -35,10 +42,44 @@ class PlantState:
     medium_o2_um: float = 0.0
     do_um: float = 0.0
     cells_per_ml: float = 0.0
+    cells_per_cm2: float = 0.0
+    pericellular_um: float = 0.0
     flows: GasFlows = field(default_factory=GasFlows)  # actual mean inflows over the last step
     gas_used_l: dict[str, float] = field(
         default_factory=lambda: {"n2": 0.0, "air": 0.0, "o2": 0.0, "co2": 0.0}
     )
+
+
+ENV_TOLERANCE_K = 1e-3
+"""Temperature change that triggers a recomputation of the §B6 coefficients, K (H moves 1.4 %/K)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Env:
+    """The §B6 coefficients at one temperature (ratios to their 37 degC values)."""
+
+    temp_c: float
+    dry_mmhg: float  # P_baro - RH p_w(T): the pressure the dry gas fractions share
+    henry: float = 1.0
+    kla: float = 1.0
+    uptake: float = 1.0
+    diffusivity: float = 1.0
+
+    @classmethod
+    def at(cls, temp_c: float, atm: AtmosphereSection | None) -> _Env:
+        if atm is None:
+            return cls(temp_c, MMHG_PER_ATM)
+        dry = atm.barometric_mmhg - atm.humidity_frac * gas_liquid.vapour_pressure_mmhg(temp_c)
+        if not atm.temperature_dependent:
+            return cls(temp_c, dry)
+        return cls(
+            temp_c,
+            dry,
+            gas_liquid.o2_henry_ratio(temp_c, atm.salinity),
+            gas_liquid.kla_ratio(temp_c, atm.kla_theta),
+            gas_liquid.uptake_ratio(temp_c, atm.uptake_q10),
+            gas_liquid.diffusivity_ratio(temp_c),
+        )
 
 
 class _Actuator:
@@ -95,17 +136,74 @@ class Plant:
             "co2": _Actuator(g.co2_max_lpm, vessel),
         }
         self.door_open = False
+        self._env_cache: _Env | None = None
         if vessel.liquid is not None:
             lq = vessel.liquid
-            self.state.do_um = lq.henry_um_per_mmhg * self.o2_mmhg
+            self.state.do_um = self.henry(lq.henry_um_per_mmhg) * self.o2_mmhg
             self.state.cells_per_ml = lq.cells_per_ml
+        self.layer: MediumLayer | None = None
+        self.culture_sampled = False
+        """True after an :meth:`advance` that updated the culture trajectory (every step_s)."""
+        self._culture_clock_s = 0.0
+        self._culture_top_sum = 0.0
         if vessel.culture is not None:
-            self.state.medium_o2_um = vessel.culture.henry_um_per_mmhg * self.o2_mmhg
+            cu = vessel.culture
+            c_eq = self.henry(cu.henry_um_per_mmhg) * self.o2_mmhg
+            self.state.medium_o2_um = c_eq
+            self.state.cells_per_cm2 = cu.cells_per_cm2
+            if cu.model == "diffusion":
+                self.layer = MediumLayer(cu.depth_mm * 1e-3, cu.nodes, c_eq)
+                self.layer.settle(c_eq, self._jmax_um_m_s(), cu.km_um, self._diffusivity())
+            self.state.pericellular_um = self.pericellular_o2_um()
+
+    def _env(self) -> _Env:
+        """Temperature-dependent coefficients, recomputed when T moved by more than 1 mK."""
+        t = self.state.temp_c
+        env = self._env_cache
+        if env is None or abs(t - env.temp_c) > ENV_TOLERANCE_K:
+            env = self._env_cache = _Env.at(t, self.vessel.atmosphere)
+        return env
 
     @property
     def o2_mmhg(self) -> float:
-        """Headspace O2 partial pressure, mmHg."""
-        return self.state.o2_frac * MMHG_PER_ATM
+        """Headspace O2 partial pressure, mmHg (dry gas at 760 mmHg without ``[atmosphere]``)."""
+        if self.vessel.atmosphere is None:
+            return self.state.o2_frac * MMHG_PER_ATM
+        return self.state.o2_frac * self._env().dry_mmhg
+
+    def henry(self, henry_37_um_per_mmhg: float) -> float:
+        """Henry coefficient at the medium (= chamber) temperature, uM/mmHg (§B6)."""
+        if self.vessel.atmosphere is None:
+            return henry_37_um_per_mmhg
+        return henry_37_um_per_mmhg * self._env().henry
+
+    def _ratio(self, kind: str) -> float:
+        if self.vessel.atmosphere is None:
+            return 1.0
+        env = self._env()
+        return env.kla if kind == "kla" else env.uptake if kind == "uptake" else env.diffusivity
+
+    def _diffusivity(self) -> float:
+        cu = self.vessel.culture
+        return (cu.diffusivity_m2_s if cu is not None else O2_DIFFUSIVITY_M2_S) * self._ratio("d")
+
+    def _jmax_um_m_s(self) -> float:
+        """Maximum uptake flux of the cell layer, uM m/s (mmol/m^2/s)."""
+        cu = self.vessel.culture
+        if cu is None:
+            return 0.0
+        per_cell = cu.ocr_amol_per_cell_s * 1e-18 * self._ratio("uptake")  # mol/s
+        return self.state.cells_per_cm2 * 1e4 * per_cell * 1e3
+
+    def gas_reading(self, frac: float, basis: str) -> float:
+        """A gas fraction as a sensor of ``basis`` reports it, % (§B6; converted once, here)."""
+        atm = self.vessel.atmosphere
+        if basis == "dry_pct" or atm is None:
+            return 100.0 * frac
+        p_gas = frac * self._env().dry_mmhg
+        if basis == "wet_pct":
+            return 100.0 * p_gas / atm.barometric_mmhg
+        return 100.0 * p_gas / MMHG_PER_ATM
 
     def advance(
         self,
@@ -118,13 +216,15 @@ class Plant:
     ) -> None:
         """Advance the plant by ``dt_s`` with these commanded flows (L/min) and heater power (W)."""
         s, g = self.state, self.vessel.gas
-        f = s.flows
-        f.n2_lpm = self._mfc["n2"].mean_flow(n2_lpm, dt_s)
-        f.air_lpm = self._mfc["air"].mean_flow(air_lpm, dt_s)
-        f.o2_lpm = self._mfc["o2"].mean_flow(o2_lpm, dt_s)
-        f.co2_lpm = self._mfc["co2"].mean_flow(co2_lpm, dt_s)
-        for gas, q in (("n2", f.n2_lpm), ("air", f.air_lpm), ("o2", f.o2_lpm), ("co2", f.co2_lpm)):
-            s.gas_used_l[gas] += q * dt_s / 60.0
+        f, mfc, used = s.flows, self._mfc, s.gas_used_l
+        f.n2_lpm = q_n = mfc["n2"].mean_flow(n2_lpm, dt_s)
+        f.air_lpm = q_a = mfc["air"].mean_flow(air_lpm, dt_s)
+        f.o2_lpm = q_o = mfc["o2"].mean_flow(o2_lpm, dt_s)
+        f.co2_lpm = q_c = mfc["co2"].mean_flow(co2_lpm, dt_s)
+        used["n2"] += q_n * dt_s / 60.0
+        used["air"] += q_a * dt_s / 60.0
+        used["o2"] += q_o * dt_s / 60.0
+        used["co2"] += q_c * dt_s / 60.0
         q_door = g.door_exchange_frac * g.volume_l * 60.0 / g.door_tau_s if self.door_open else 0.0
         room = f.air_lpm + g.leak_lpm + q_door
         q_total = f.n2_lpm + f.o2_lpm + f.co2_lpm + room
@@ -149,10 +249,15 @@ class Plant:
         lq, s = self.vessel.liquid, self.state
         if lq is None:
             return
-        s.cells_per_ml *= math.exp(lq.growth_per_day * dt_s / 86400.0)
+        if lq.growth_per_day != 0.0:
+            s.cells_per_ml = grow(s.cells_per_ml, lq.growth_per_day, lq.max_cells_per_ml, dt_s)
         q_um_per_s = s.cells_per_ml * 1e3 * lq.qo2_amol_per_cell_s * 1e-12  # uM/s at saturation
         kla = lq.kla_per_h / 3600.0
         c_star = lq.henry_um_per_mmhg * self.o2_mmhg
+        if self.vessel.atmosphere is not None:
+            q_um_per_s *= self._ratio("uptake")
+            kla *= self._ratio("kla")
+            c_star = self.henry(lq.henry_um_per_mmhg) * self.o2_mmhg
         sub = max(1, math.ceil(dt_s / 5.0))
         h = dt_s / sub
         for _ in range(sub):
@@ -161,25 +266,66 @@ class Plant:
 
     def _culture(self, dt_s: float) -> None:
         cu, s = self.vessel.culture, self.state
+        self.culture_sampled = False
         if cu is None:
             return
-        c_eq = cu.henry_um_per_mmhg * self.o2_mmhg
-        s.medium_o2_um = c_eq + (s.medium_o2_um - c_eq) * math.exp(-dt_s / (60 * cu.tau_medium_min))
+        if cu.growth_per_day != 0.0:
+            s.cells_per_cm2 = grow(s.cells_per_cm2, cu.growth_per_day, cu.max_cells_per_cm2, dt_s)
+        if self.vessel.atmosphere is None:
+            c_eq = cu.henry_um_per_mmhg * (s.o2_frac * MMHG_PER_ATM)
+        else:
+            c_eq = self.henry(cu.henry_um_per_mmhg) * self.o2_mmhg
+        layer = self.layer
+        if layer is None:
+            decay = math.exp(-dt_s / (60 * cu.tau_medium_min))
+            s.medium_o2_um = c_eq + (s.medium_o2_um - c_eq) * decay
+        else:
+            if cu.vent_tau_min > 0.0:
+                decay = math.exp(-dt_s / (60 * cu.vent_tau_min))
+                c_eq = c_eq + (s.medium_o2_um - c_eq) * decay
+            s.medium_o2_um = c_eq  # O2 at the medium surface
+            self._culture_top_sum += c_eq * dt_s
+        self._culture_clock_s += dt_s
+        if self._culture_clock_s < cu.diffusion_step_s - 1e-9:
+            return
+        step = self._culture_clock_s
+        if layer is not None:
+            top = self._culture_top_sum / step
+            layer.step(step, top, self._diffusivity(), self._jmax_um_m_s(), cu.km_um)
+            self._culture_top_sum = 0.0
+        self._culture_clock_s = 0.0
+        s.pericellular_um = self.pericellular_o2_um()
+        self.culture_sampled = True
 
     def pericellular_o2_um(self) -> float:
         """Estimated O2 at the cell layer of the static culture, uM (0 without a culture).
 
-        Solves C_p = C_m - a C_p / (Km + C_p), a = sigma q L / D (uptake drop at saturation).
+        Diffusion model: the cell-layer node of the medium profile. Lag model: solves
+        C_p = C_m - a C_p / (Km + C_p), a = sigma q L / D (uptake drop at saturation).
         """
         cu = self.vessel.culture
         if cu is None:
             return 0.0
-        flux_mol_m2_s = cu.cells_per_cm2 * 1e4 * cu.ocr_amol_per_cell_s * 1e-18
-        a_um = flux_mol_m2_s * cu.depth_mm * 1e-3 / O2_DIFFUSIVITY_M2_S * 1e3  # mol/m3 -> uM
-        c_m = self.state.medium_o2_um
-        b = cu.km_um + a_um - c_m
-        return (-b + math.sqrt(b * b + 4.0 * c_m * cu.km_um)) / 2.0
+        if self.layer is not None:
+            return self.layer.cell_um
+        a_um = self._jmax_um_m_s() * cu.depth_mm * 1e-3 / self._diffusivity()
+        return steady_cell_um(self.state.medium_o2_um, a_um, cu.km_um)
+
+    def pericellular_o2_pct(self) -> float:
+        """Pericellular O2 as the equivalent gas % (% of 760 mmHg at the medium's Henry)."""
+        cu = self.vessel.culture
+        if cu is None:
+            return float("nan")
+        return self.um_to_pct(self.pericellular_o2_um(), self.henry(cu.henry_um_per_mmhg))
 
     def um_to_pct(self, um: float, henry_um_per_mmhg: float) -> float:
         """Dissolved O2 (uM) as the equivalent gas %, i.e. % of 760 mmHg."""
         return um / henry_um_per_mmhg / MMHG_PER_ATM * 100.0
+
+
+def grow(cells: float, rate_per_day: float, cap: float | None, dt_s: float) -> float:
+    """Cell density after ``dt_s``: exponential, or logistic toward ``cap`` (exact per step)."""
+    g = math.exp(rate_per_day * dt_s / 86400.0)
+    if cap is None or cells <= 0.0:
+        return cells * g
+    return cap / (1.0 + (cap / cells - 1.0) / g)

@@ -1,5 +1,8 @@
 """Sensor models: transport delay, first-order lag, drift, bias, Gaussian noise, quantisation.
 
+Drift is absolute (``drift_per_week``, sensor units) and/or a gain drift (``drift_frac_per_week``,
+a share of the reading, as electrochemical DO probes drift); both default to 0.
+
 Pure and deterministic for a given :class:`random.Random`. The lag uses the exact discretisation
 of a first-order system, so a step reading can be checked against 1 - exp(-t/t63).
 """
@@ -35,25 +38,36 @@ class SensorModel:
         self._line: deque[float] = deque([initial] * steps, maxlen=steps) if steps else deque()
         self._alpha = 1.0 - math.exp(-dt_s / spec.t63_s) if spec.t63_s > 0 else 1.0
         self._drift_per_sample = spec.drift_per_week * dt_s / SECONDS_PER_WEEK
+        self._gain_drift_per_sample = spec.drift_frac_per_week * dt_s / SECONDS_PER_WEEK
         self.lagged = initial
         self.drift = 0.0
+        self.gain = 1.0
         self.stuck: float | None = None
+        self._bias = spec.bias
+        self._noise_sd = spec.noise_sd
+        self._res = spec.resolution
+        self._delayed = bool(steps)
 
     def sample(self, true_value: float) -> float:
         """Feed the current true value; return what the sensor reports now."""
-        if self._line.maxlen:
-            delayed = self._line[0]
-            self._line.append(true_value)
+        if self._delayed:
+            line = self._line
+            delayed = line[0]
+            line.append(true_value)
         else:
             delayed = true_value
-        self.lagged += (delayed - self.lagged) * self._alpha
+        lagged = self.lagged = self.lagged + (delayed - self.lagged) * self._alpha
         self.drift += self._drift_per_sample
         if self.stuck is not None:
             return self.stuck
-        value = self.lagged + self.drift + self.spec.bias
-        if self.spec.noise_sd > 0:
-            value += self.rng.gauss(0.0, self.spec.noise_sd)
-        res = self.spec.resolution
+        if self._gain_drift_per_sample:
+            self.gain += self._gain_drift_per_sample
+            value = lagged * self.gain + self.drift + self._bias
+        else:
+            value = lagged + self.drift + self._bias
+        if self._noise_sd > 0:
+            value += self.rng.gauss(0.0, self._noise_sd)
+        res = self._res
         if res > 0:
             value = round(value / res) * res
         return value

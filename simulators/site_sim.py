@@ -63,10 +63,13 @@ class PlantLinkModel:
         self._t = clock.monotonic()
         rng = random.Random(seed)
         s, delay = self.plant.state, vessel.gas.transport_delay_s
-        self._o2 = SensorModel(vessel.o2_sensor, self.dt_s, delay, rng, 100 * s.o2_frac)
-        self._co2 = SensorModel(vessel.co2_sensor, self.dt_s, delay, rng, 100 * s.co2_frac)
+        # each gas sensor's basis (dry / wet %, partial pressure) converted once (physics.md §B6)
+        o2_0 = self.plant.gas_reading(s.o2_frac, vessel.o2_sensor.basis)
+        co2_0 = self.plant.gas_reading(s.co2_frac, vessel.co2_sensor.basis)
+        self._o2 = SensorModel(vessel.o2_sensor, self.dt_s, delay, rng, o2_0)
+        self._co2 = SensorModel(vessel.co2_sensor, self.dt_s, delay, rng, co2_0)
         self._temp = SensorModel(vessel.temp_sensor, self.dt_s, 0.0, rng, s.temp_c)
-        self._readings = (100 * s.o2_frac, 100 * s.co2_frac, s.temp_c)
+        self._readings = (o2_0, co2_0, s.temp_c)
         self.setpoints_lpm: dict[str, float] = {}
         self.heater_source: Callable[[], float] | None = None
         self.relay_roles = relay_roles or {}
@@ -87,10 +90,10 @@ class PlantLinkModel:
                 q.get("CO2", 0.0),
                 self._heater_now(),
             )
-            s = self.plant.state
+            s, plant, v = self.plant.state, self.plant, self.vessel
             self._readings = (
-                self._o2.sample(100 * s.o2_frac),
-                self._co2.sample(100 * s.co2_frac),
+                self._o2.sample(plant.gas_reading(s.o2_frac, v.o2_sensor.basis)),
+                self._co2.sample(plant.gas_reading(s.co2_frac, v.co2_sensor.basis)),
                 self._temp.sample(s.temp_c),
             )
             self._t += self.dt_s

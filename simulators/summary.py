@@ -15,6 +15,11 @@ Definitions (docs/recipes.md, "What the summary measures"):
   reported too, as ``undershoot_measured_pct``).
 * ``steady_2sigma_pct`` / ``steady_mean_error_pct``: of the measured O2, from the end of the settle
   window to the end of the phase or the first door opening.
+* per harvest, beside the chamber's window statistics (``in_band_s`` added): ``cells_in_band_s``,
+  ``cells_o2_mean_pct``, ``cells_dose_error_pct_h``, ``cells_window_s``, ``cells_excursions``,
+  ``cells_excursion_s`` -- the same ExposureClock rules (band, debounce, windows cut at each
+  harvest) driven with the twin's pericellular O2 trajectory instead of the measured chamber O2
+  (``None`` without a culture model or for a dissolved-O2 phase).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import statistics
 from typing import Any
 
+from controller.core.exposure import ExposureClock
 from controller.core.process import bang_bang_descent_s
 from controller.core.recipe import Phase
 from simulators.twin import TwinResult
@@ -126,6 +132,86 @@ def _settled_entry(times: Any, values: Any, start: int, end: int, sp: float) -> 
     return entry
 
 
+CELLS_KEYS = (
+    "cells_window_s",
+    "cells_in_band_s",
+    "cells_o2_mean_pct",
+    "cells_dose_error_pct_h",
+    "cells_excursions",
+    "cells_excursion_s",
+)
+
+
+def _cells_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    window = float(stats["window_s"])
+    return {
+        "cells_window_s": window,
+        "cells_in_band_s": float(stats["in_band_frac"]) * window if window > 0 else 0.0,
+        "cells_o2_mean_pct": stats["o2_mean_pct"],
+        "cells_dose_error_pct_h": stats["dose_error_pct_h"],
+        "cells_excursions": stats["excursions"],
+        "cells_excursion_s": stats["excursion_s"],
+    }
+
+
+def cells_harvest_metrics(result: TwinResult) -> dict[str, dict[str, Any]]:
+    """Cells-side statistics of every harvest window, by harvest name.
+
+    The pericellular trajectory (one value per culture step, held over the step that ends at it,
+    as the chamber clock credits each control period with its closing reading) drives a fresh
+    :class:`ExposureClock` per gas-basis O2 phase; windows are cut at the harvests' release times.
+    """
+    tr = result.trace
+    if result.vessel.culture is None or len(tr.cells_t_s) < 2:
+        return {}
+    starts = [(ev.t_s, int(ev.detail["index"])) for ev in result.events if ev.kind == "phase_start"]
+    out: dict[str, dict[str, Any]] = {}
+    times, values = tr.cells_t_s, tr.cells_o2_pct
+    for n, (start, index) in enumerate(starts):
+        phase = result.recipe.phases[index]
+        if phase.o2_pct is None or phase.o2_basis != "gas":
+            continue
+        end = starts[n + 1][0] if n + 1 < len(starts) else result.duration_s
+        clock = ExposureClock(phase.o2_pct, phase.o2_band_pct, result.engine.debounce_s)
+        cuts = sorted(
+            (h.at_s, h.name)
+            for h in result.engine.harvests
+            if h.phase == phase.name and start < h.at_s <= end + 1e-9
+        )
+        k = _index_at(times, start + 1e-9)
+        a = start
+        while k < len(times) and a < end - 1e-9:
+            b, v = min(times[k], end), values[k]
+            while cuts and cuts[0][0] < b - 1e-9:
+                c, name = cuts.pop(0)
+                if c > a:
+                    clock.sample(c, c - a, v)
+                    a = c
+                out[name] = _cells_stats(clock.cut(c))
+            if b > a:
+                clock.sample(b, b - a, v)
+                a = b
+            while cuts and cuts[0][0] <= b + 1e-9:
+                c, name = cuts.pop(0)
+                out[name] = _cells_stats(clock.cut(c))
+            k += 1
+        for c, name in cuts:  # a harvest after the last culture sample: hold the last value
+            if c > a:
+                clock.sample(c, c - a, values[-1])
+                a = c
+            out[name] = _cells_stats(clock.cut(c))
+    return out
+
+
+def _harvest(h: Any, cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = h.as_dict()
+    window = float(d.get("window_s", 0.0))
+    frac = d.get("in_band_frac")
+    d["in_band_s"] = float(frac) * window if window > 0 and frac is not None else 0.0
+    d.update(cells.get(h.name, dict.fromkeys(CELLS_KEYS)))
+    return d
+
+
 def summarize(result: TwinResult) -> dict[str, Any]:
     """The whole ``summary.json`` document."""
     plant = result.plant
@@ -140,6 +226,7 @@ def summarize(result: TwinResult) -> dict[str, Any]:
         if ev.kind == "phase_end"
     ]
     timeouts = [ev.detail.get("phase") for ev in result.events if ev.kind == "phase_timeout"]
+    cells = cells_harvest_metrics(result)
     return {
         "recipe": result.recipe.name,
         "vessel": result.vessel.name,
@@ -148,7 +235,7 @@ def summarize(result: TwinResult) -> dict[str, Any]:
         "completed": result.finished,
         "control_period_s": result.vessel.control_period_s,
         "o2": o2_metrics(result),
-        "harvests": [h.as_dict() for h in result.engine.harvests],
+        "harvests": [_harvest(h, cells) for h in result.engine.harvests],
         "phases": phases,
         "phase_timeouts": timeouts,
         "doors": [{"at_s": d.at_s, "duration_s": d.duration_s} for d in result.doors],

@@ -61,6 +61,10 @@ class Trace:
     o2_true_pct: array[float] = field(default_factory=lambda: array("d"))
     phase: array[int] = field(default_factory=lambda: array("i"))
     door: array[int] = field(default_factory=lambda: array("b"))
+    cells_t_s: array[float] = field(default_factory=lambda: array("d"))
+    """Times of the pericellular trajectory (every ``culture.diffusion_step_s``)."""
+    cells_o2_pct: array[float] = field(default_factory=lambda: array("d"))
+    """Pericellular O2 as %-equivalent at ``cells_t_s`` (empty without a culture)."""
 
 
 @dataclass(slots=True)
@@ -95,8 +99,15 @@ class _Sensors:
 
     def __init__(self, vessel: Vessel, plant: Plant, dt_s: float, rng: random.Random) -> None:
         s, delay = plant.state, vessel.gas.transport_delay_s
-        self.o2 = SensorModel(vessel.o2_sensor, dt_s, delay, rng, 100 * s.o2_frac)
-        self.co2 = SensorModel(vessel.co2_sensor, dt_s, delay, rng, 100 * s.co2_frac)
+        self.o2_basis = vessel.o2_sensor.basis
+        self.co2_basis = vessel.co2_sensor.basis
+        self.plain = vessel.atmosphere is None or (
+            self.o2_basis == "dry_pct" and self.co2_basis == "dry_pct"
+        )
+        o2_0 = plant.gas_reading(s.o2_frac, self.o2_basis)
+        self.o2 = SensorModel(vessel.o2_sensor, dt_s, delay, rng, o2_0)
+        co2_0 = plant.gas_reading(s.co2_frac, self.co2_basis)
+        self.co2 = SensorModel(vessel.co2_sensor, dt_s, delay, rng, co2_0)
         self.temp = SensorModel(vessel.temp_sensor, dt_s, 0.0, rng, s.temp_c)
         self.do: SensorModel | None = None
         if vessel.liquid is not None:
@@ -108,10 +119,15 @@ class _Sensors:
         do_pct = None
         lq = plant.vessel.liquid
         if self.do is not None and lq is not None:
-            do_pct = plant.um_to_pct(self.do.sample(s.do_um), lq.henry_um_per_mmhg)
+            do_pct = plant.um_to_pct(self.do.sample(s.do_um), plant.henry(lq.henry_um_per_mmhg))
+        if self.plain:
+            o2, co2 = 100 * s.o2_frac, 100 * s.co2_frac
+        else:  # the sensor's basis, converted once here (docs/physics.md §B6)
+            o2 = plant.gas_reading(s.o2_frac, self.o2_basis)
+            co2 = plant.gas_reading(s.co2_frac, self.co2_basis)
         return Measured(
-            o2_pct=self.o2.sample(100 * s.o2_frac),
-            co2_pct=self.co2.sample(100 * s.co2_frac),
+            o2_pct=self.o2.sample(o2),
+            co2_pct=self.co2.sample(co2),
             temp_c=self.temp.sample(s.temp_c),
             do_pct=do_pct,
         )
@@ -149,13 +165,25 @@ def run_twin(
     events = engine.start(0.0)
     controller.apply_phase(engine.phase)
     trace, rows = Trace(), []
+    culture = vessel.culture is not None
+    if culture:
+        trace.cells_t_s.append(0.0)
+        trace.cells_o2_pct.append(plant.pericellular_o2_pct())
     record_every = max(1, round(record_every_s / dt))
     limit_s = _time_limit_s(recipe)
     t, n = 0.0, 0
     measured = sensors.read()
+    nan = float("nan")  # the per-cycle trace (what _trace did, bound once for speed)
+    t_append, o2_append, o2_true_append = (
+        trace.t_s.append,
+        trace.o2_pct.append,
+        trace.o2_true_pct.append,
+    )
+    phase_append, door_append = trace.phase.append, trace.door.append
     while not engine.finished and t < limit_s:
         act = controller.step(dt, measured, engine.pump_on)
-        plant.door_open = any(d.at_s <= t < d.at_s + d.duration_s for d in doors)
+        if doors:
+            plant.door_open = any(d.at_s <= t < d.at_s + d.duration_s for d in doors)
         plant.advance(dt, act.n2_lpm, act.air_lpm, act.o2_lpm, act.co2_lpm, act.heater_w)
         n += 1
         t = n * dt
@@ -168,20 +196,19 @@ def run_twin(
         events.extend(new)
         if engine.index != index:
             controller.apply_phase(engine.phase)
-        _trace(trace, t, measured, plant, engine.index)
+        t_append(t)
+        o2_append(measured.o2_pct if measured.o2_pct is not None else nan)
+        o2_true_append(100.0 * plant.state.o2_frac)
+        phase_append(engine.index)
+        door_append(1 if plant.door_open else 0)
+        if culture and plant.culture_sampled:
+            trace.cells_t_s.append(t)
+            trace.cells_o2_pct.append(plant.pericellular_o2_pct())
         if n % record_every == 0 or new:
             rows.append(_row(t, engine, controller, measured, plant))
     return TwinResult(
         recipe, vessel, seed, list(doors), rows, events, engine, plant, trace, t, engine.finished
     )
-
-
-def _trace(trace: Trace, t: float, m: Measured, plant: Plant, index: int) -> None:
-    trace.t_s.append(t)
-    trace.o2_pct.append(m.o2_pct if m.o2_pct is not None else float("nan"))
-    trace.o2_true_pct.append(100.0 * plant.state.o2_frac)
-    trace.phase.append(index)
-    trace.door.append(1 if plant.door_open else 0)
 
 
 def _row(
@@ -200,8 +227,7 @@ def _row(
             o2_sp = phase.o2_pct if phase.o2_pct is not None else nan
         co2_sp = phase.co2_pct if phase.co2_pct is not None else nan
         temp_sp = phase.temp_c if phase.temp_c is not None else nan
-    cu = plant.vessel.culture
-    peri = plant.um_to_pct(plant.pericellular_o2_um(), cu.henry_um_per_mmhg) if cu else nan
+    peri = plant.pericellular_o2_pct()
     return (
         round(t, 3),
         phase.name if phase else "",

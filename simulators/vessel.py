@@ -49,6 +49,14 @@ class SensorSection(_Strict):
     drift_per_week: float = Field(default=0.0, ge=-10, le=10, description="sensor units/week")
     resolution: float = Field(default=0.0, ge=0, le=10, description="quantisation step")
     bias: float = Field(default=0.0, ge=-10, le=10, description="fixed offset, sensor units")
+    drift_frac_per_week: float = Field(
+        default=0.0, ge=-0.5, le=0.5, description="gain drift, share of the reading per week"
+    )
+    basis: Literal["dry_pct", "wet_pct", "pp_pct"] = Field(
+        default="dry_pct",
+        description="gas sensors: % of dry gas, % of humid gas at the site pressure, or partial"
+        " pressure as % of 760 mmHg (docs/physics.md §B6)",
+    )
 
 
 class ThermalSection(_Strict):
@@ -69,6 +77,7 @@ class LiquidSection(_Strict):
     henry_um_per_mmhg: float = Field(default=1.26, gt=0, le=10)
     cells_per_ml: float = Field(ge=0, le=1e9)
     growth_per_day: float = Field(default=0.0, ge=-2, le=5, description="exponential rate, 1/day")
+    max_cells_per_ml: float | None = Field(default=None, gt=0, le=1e9, description="logistic cap")
     qo2_amol_per_cell_s: float = Field(default=27.0, ge=0, le=1000)
     km_um: float = Field(default=2.0, gt=0, le=100)
     do_sensor: SensorSection = SensorSection(t63_s=30.0, noise_sd=0.3)
@@ -83,6 +92,36 @@ class CultureSection(_Strict):
     km_um: float = Field(default=2.0, gt=0, le=100)
     tau_medium_min: float = Field(default=9.0, gt=0, le=1000, description="vessel/medium lag")
     henry_um_per_mmhg: float = Field(default=1.26, gt=0, le=10)
+    model: Literal["lag", "diffusion"] = Field(
+        default="lag",
+        description="lag: medium follows the chamber with tau_medium_min and a steady diffusion"
+        " drop; diffusion: 1-D diffusion-reaction through the medium (docs/physics.md §B7)",
+    )
+    nodes: int = Field(default=8, ge=2, le=64, description="diffusion model: intervals")
+    diffusion_step_s: float = Field(default=5.0, gt=0, le=60, description="diffusion time step, s")
+    vent_tau_min: float = Field(
+        default=0.0, ge=0, le=1000, description="diffusion model: lid/vent lag, 0 = open well"
+    )
+    diffusivity_m2_s: float = Field(default=3.0e-9, gt=0, le=1e-7, description="O2 at 37 degC")
+    growth_per_day: float = Field(default=0.0, ge=-2, le=5, description="exponential rate, 1/day")
+    max_cells_per_cm2: float | None = Field(default=None, gt=0, le=1e7, description="logistic cap")
+
+
+class AtmosphereSection(_Strict):
+    """Site pressure, chamber humidity and temperature dependence (docs/physics.md §B6).
+
+    Without this section the plant keeps the legacy convention: dry gas at 760 mmHg and every
+    coefficient at its 37 degC value.
+    """
+
+    barometric_mmhg: float = Field(default=760.0, ge=400, le=800, description="site pressure")
+    humidity_frac: float = Field(default=0.0, ge=0, le=1, description="relative humidity 0..1")
+    temperature_dependent: bool = Field(
+        default=False, description="solubility, kLa, uptake and diffusivity follow the medium T"
+    )
+    salinity: float = Field(default=0.0, ge=0, le=40, description="practical salinity of medium")
+    uptake_q10: float = Field(default=2.0, gt=0, le=5)
+    kla_theta: float = Field(default=1.024, gt=0.9, le=1.1)
 
 
 class InitialSection(_Strict):
@@ -106,6 +145,7 @@ class Vessel(_Strict):
     thermal: ThermalSection
     liquid: LiquidSection | None = None
     culture: CultureSection | None = None
+    atmosphere: AtmosphereSection | None = None
     initial: InitialSection = InitialSection()
 
     def process_model(self) -> ProcessModel:
