@@ -15,7 +15,6 @@ import os
 import signal
 import sqlite3
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +27,11 @@ from controller.service.audit import AuditTrail
 from controller.service.journal import RunJournal
 from controller.service.site import load_site
 from tests.service_kit import ROOT, free_port, site_file
+from tests.test_mqtt import _spawn, _wait_for, _wait_line
 
 SPEED = "30"
 BASE = "hypoxia/v1/sim"
 PASSWORDS = {"olga": "olga-secret-1", "erik": "erik-secret-1", "vera": "vera-secret-1"}
-
-
-async def _spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hypoxia",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-async def _wait_line(proc: asyncio.subprocess.Process, text: str, timeout_s: float) -> None:
-    assert proc.stdout is not None
-    async with asyncio.timeout(timeout_s):
-        while line := await proc.stdout.readline():
-            if text in line.decode(errors="replace"):
-                return
-    pytest.fail(f"'{text}' never printed")
 
 
 def _client(
@@ -77,13 +56,6 @@ async def _connect_refused(port: int, user: str | None, password: str | None) ->
     except aiomqtt.MqttError as exc:
         return str(exc)
     pytest.fail(f"the broker accepted {user!r}")
-
-
-async def _wait_for(predicate: Any, timeout_s: float = 60.0) -> None:
-    """Poll state filled by another task or process (nothing to await)."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 - polling what other processes cause
-            await asyncio.sleep(0.05)
 
 
 async def test_embedded_broker_authenticates_and_applies_topic_rules(tmp_path: Path) -> None:
@@ -123,7 +95,7 @@ async def test_embedded_broker_authenticates_and_applies_topic_rules(tmp_path: P
                     await asyncio.sleep(0.2)
 
         watcher = asyncio.create_task(watch())
-        await _wait_for(lambda: states and states[-1].get("run_id"))
+        await _wait_for(lambda: states and states[-1].get("run_id"), 60.0)
         run_id = states[-1]["run_id"]
 
         # anonymous and wrong passwords are refused at connect
@@ -156,7 +128,9 @@ async def test_embedded_broker_authenticates_and_applies_topic_rules(tmp_path: P
                 json.dumps({"verb": "note", "run_id": run_id, "text": "hi", "request_id": "v"}),
                 qos=1,
             )
-        await _wait_for(lambda: {"olga-1", "erik-1"} <= {r.get("request_id") for _, r in results})
+        await _wait_for(
+            lambda: {"olga-1", "erik-1"} <= {r.get("request_id") for _, r in results}, 60.0
+        )
         by_id = {r.get("request_id"): (user, r) for user, r in results}
         assert by_id["olga-1"][0] == "olga"
         assert not by_id["olga-1"][1]["ok"]

@@ -12,10 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from pydantic import BaseModel, Field, field_validator
+
 from drivers.base import GasCheck, GasReport
 from drivers.errors import DeviceTimeoutError, ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamp, Stamper
 from drivers.reading import Reading
+from drivers.registry import MixerRole
 from drivers.units import DEG_C, LPM, PSIA
 
 FlowUnit = Literal["SCCM", "SLPM"]
@@ -311,3 +314,29 @@ def _full_scale_reason(mfc: _GasOps, report: GasReport) -> str:
         f"full_scale_mismatch: {mfc.where} reports full scale {reported:g} L/min on "
         f"{report.gas}, the site file states {configured:g} L/min"
     )
+
+
+class AlicatMixerFields(BaseModel):
+    """What every Alicat entry of a site file states, whatever its transport.
+
+    Attributes:
+        role: The mixer role it serves (``n2_mixer`` …).
+        full_scale_lpm: Full scale, standard L/min.
+        gas: Alicat short gas name (``CO2``); default: the role's gas.
+        gas_select: ``select`` the gas at start where the instrument allows it, or only
+            ``verify`` it.
+    """
+
+    role: MixerRole
+    full_scale_lpm: float = Field(gt=0, le=10_000)
+    gas: str | None = Field(default=None, description="Alicat short gas name, e.g. 'CO2'")
+    gas_select: Literal["select", "verify"] = "select"
+
+    @field_validator("gas")
+    @classmethod
+    def _known_gas(cls, value: str | None) -> str | None:
+        return None if value is None else gas_name(value)
+
+    def expected_gas(self) -> str:
+        """The gas it must run on: ``gas``, else the role's default."""
+        return role_gas(self.gas, self.role)

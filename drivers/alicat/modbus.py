@@ -12,13 +12,12 @@ import functools
 import math
 from typing import Literal
 
-from pydantic import Field, field_validator
-
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
     DEFAULT_BAD_STATUS,
     GAS_NUMBERS,
     LPM_PER_UNIT,
+    AlicatMixerFields,
     AlicatSample,
     FlowUnit,
     all_bad,
@@ -27,14 +26,13 @@ from drivers.alicat.common import (
     ensure_gas,
     gas_name,
     gas_number,
-    role_gas,
 )
 from drivers.base import GasCheck, GasReport
 from drivers.codec import RegisterType, WordOrder, decode, encode, float32
 from drivers.errors import ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamper, ValidRange
 from drivers.reading import Reading
-from drivers.registry import MixerRole, OnBus, RoleSet, Transports
+from drivers.registry import OnBus, RoleSet, Transports
 from drivers.transport.modbus import ModbusHub
 from drivers.units import DEG_C, LPM, PSIA
 
@@ -278,26 +276,13 @@ class AlicatModbus:
             )
 
 
-class AlicatModbusConfig(OnBus):
+class AlicatModbusConfig(OnBus, AlicatMixerFields):
     """Alicat mass-flow controller over Modbus RTU/TCP.
 
     ``gas`` and ``gas_select`` as for ``alicat_serial``.
     """
 
     driver: Literal["alicat_modbus"]
-    role: MixerRole
-    full_scale_lpm: float = Field(gt=0, le=10_000)
-    gas: str | None = Field(default=None, description="Alicat short gas name, e.g. 'CO2'")
-    gas_select: Literal["select", "verify"] = "select"
-
-    @field_validator("gas")
-    @classmethod
-    def _known_gas(cls, value: str | None) -> str | None:
-        return None if value is None else gas_name(value)
-
-    def expected_gas(self) -> str:
-        """The gas it must run on: ``gas``, else the role's default."""
-        return role_gas(self.gas, self.role)
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatModbus:
         """An :class:`AlicatModbus` serving its mixer role."""

@@ -13,13 +13,14 @@ import math
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from common.clock import DEFAULT_CLOCK, Clock
 from drivers.alicat.common import (
     DEFAULT_BAD_STATUS,
     GAS_NUMBERS,
     LPM_PER_UNIT,
+    AlicatMixerFields,
     AlicatSample,
     FlowUnit,
     all_bad,
@@ -28,13 +29,12 @@ from drivers.alicat.common import (
     ensure_gas,
     gas_name,
     gas_number,
-    role_gas,
 )
 from drivers.base import GasCheck, GasReport
 from drivers.errors import DriverError, ProtocolError, WriteVerifyError, as_driver_error
 from drivers.quality import Stamp, Stamper, ValidRange
 from drivers.reading import Reading
-from drivers.registry import MixerRole, OnLine, RoleSet, Transports
+from drivers.registry import OnLine, RoleSet, Transports
 from drivers.transport.serial_line import LineMatcher, SerialLine
 from drivers.units import DEG_C, LPM, PSIA
 
@@ -300,7 +300,7 @@ class AlicatSerial:
             raise WriteVerifyError(self.name, "valve hold", held, sample.held)
 
 
-class AlicatSerialConfig(OnLine):
+class AlicatSerialConfig(OnLine, AlicatMixerFields):
     """Alicat mass-flow controller over ASCII serial.
 
     ``gas`` is the gas it must run on (default from the role: n2_mixer N2, air_mixer Air,
@@ -309,20 +309,7 @@ class AlicatSerialConfig(OnLine):
     """
 
     driver: Literal["alicat_serial"]
-    role: MixerRole
     unit_id: str = Field(default="A", pattern=r"^[A-Z]$")
-    full_scale_lpm: float = Field(gt=0, le=10_000)
-    gas: str | None = Field(default=None, description="Alicat short gas name, e.g. 'CO2'")
-    gas_select: Literal["select", "verify"] = "select"
-
-    @field_validator("gas")
-    @classmethod
-    def _known_gas(cls, value: str | None) -> str | None:
-        return None if value is None else gas_name(value)
-
-    def expected_gas(self) -> str:
-        """The gas it must run on: ``gas``, else the role's default."""
-        return role_gas(self.gas, self.role)
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> AlicatSerial:
         """An :class:`AlicatSerial` (one unit id on a shared line) serving its mixer role."""
