@@ -301,15 +301,22 @@ class Outcome:
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
-def run_case(case: Case) -> Outcome:
-    """Run one case and measure it."""
+def run_case(
+    case: Case, *, model: ProcessModel | None = None, tuning: ControllerTuning | None = None
+) -> Outcome:
+    """Run one case and measure it.
+
+    ``model`` and ``tuning`` replace the case's controller model (the true one with the case's
+    errors) and tuning: how a commissioning tool's identified vessel and proposed gains are
+    scored on the same grid (``hypoxia identify``, tests/test_identify.py).
+    """
     if case.kind == "do":
         from control_do import run_do_case  # noqa: PLC0415 - sibling bench module
 
         return run_do_case(case)
     vessel = warm_vessel(case.vessel)
     true = vessel.process_model()
-    model = controller_model(true, case)
+    model = model or controller_model(true, case)
     x_sp = case.sp_pct / 100.0
     probe = Recipe(
         name="probe",
@@ -333,7 +340,7 @@ def run_case(case: Case) -> Outcome:
     )
     recipe = Recipe(name=f"bench {case.sp_pct:g} %", phases=[equilibrate_phase(), hold])
     door = DoorOpening(door_at, 30.0)
-    tuning = tuning_of(case)
+    tuning = tuning or tuning_of(case)
     result, commands, ctl = run_recorded(recipe, vessel, case.seed, [door], model, tuning)
     out = Outcome(case)
     m = out.metrics

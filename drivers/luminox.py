@@ -165,6 +165,7 @@ class LuminOx:
         self._o2_range = ValidRange(*o2_range_pct)
         self._started_generation = -1
         self._latest: LuminOxSample | None = None
+        self._latest_polled: LuminOxSample | None = None
         self._first_line = asyncio.Event()
         self._first_line_deadline = 0.0
         self._unsubscribe = line.subscribe(self._on_line) if mode == "stream" else None
@@ -208,7 +209,8 @@ class LuminOx:
             if self.mode == "poll":
                 reply = await self.line.request("A", _is_report)
                 _raise_if_error(reply.text, self.where)
-                return self._parse(reply)
+                self._latest_polled = self._parse(reply)
+                return self._latest_polled
             if self._latest is None:
                 await self._wait_first_line()
         except Exception as exc:
@@ -232,9 +234,30 @@ class LuminOx:
         """O2 concentration, vol-% (0-25 on LOX-02)."""
         return (await self.read()).o2_pct
 
+    async def read_pressure_mbar(self) -> Reading:
+        """Barometric pressure of the newest sample already received, mbar (LOX-02's barometer).
+
+        No transaction of its own: the pressure comes with every O2 report, so this returns the
+        one the O2 read of this (or, polled, the previous) cycle brought; STALE past
+        ``max_age_s``, BAD before any report or without a barometer.
+        """
+        sample = self._latest if self.mode == "stream" else self._latest_polled
+        if sample is None:
+            return self._stamper.bad(MBAR, f"not_available: {self.where}: no report yet")
+        return aged(sample.pressure_mbar, self._stamper.clock.monotonic(), self.max_age_s)
+
     async def read_all(self) -> dict[str, Reading]:
-        """The O2 concentration (``hypoxia devices read``)."""
-        return {"o2_pct": await self.read_o2_pct()}
+        """Every field of one sample (``hypoxia devices read``, calibration in room air).
+
+        O2 %, ppO2 (mbar), sensor temperature (degC), barometric pressure (mbar; BAD without one).
+        """
+        sample = await self.read()
+        return {
+            "o2_pct": sample.o2_pct,
+            "ppo2_mbar": sample.ppo2_mbar,
+            "temp_c": sample.temp_c,
+            "pressure_mbar": sample.pressure_mbar,
+        }
 
     def _on_line(self, line: Line) -> None:
         if line.text.startswith("O "):
@@ -285,6 +308,15 @@ class LuminOxConfig(OnLine):
     stream_period_s: float = Field(
         default=1.0, gt=0, le=60, description="interval of stream lines, seconds"
     )
+    barometer: bool = Field(
+        default=False,
+        description="also serve the 'pressure' role (mbar) from the LOX-02's barometer: the"
+        " pericellular O2 estimate then uses the measured site pressure (docs/physics.md §B7)",
+    )
+
+    def served_roles(self) -> list[str]:
+        """Its O2 role, and ``pressure`` with ``barometer = true``."""
+        return [self.role, "pressure"] if self.barometer else [self.role]
 
     def open(self, transports: Transports, clock: Clock, roles: RoleSet) -> LuminOx:
         """A :class:`LuminOx` on its line, read for the O2 role."""
@@ -297,4 +329,6 @@ class LuminOxConfig(OnLine):
             stream_period_s=self.stream_period_s,
         )
         roles.readers[self.role] = lox.read_o2_pct
+        if self.barometer:
+            roles.readers["pressure"] = lox.read_pressure_mbar
         return lox

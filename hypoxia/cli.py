@@ -44,11 +44,12 @@ def parse_duration_s(text: str, option: str) -> float:
 def _load(recipe_path: Path, vessel_arg: str) -> tuple[Any, Any]:
     from controller.core.recipe import check_feasible
     from controller.service.recipe_source import RecipeSource
-    from simulators.vessel import load_vessel
+    from simulators.vessel import load_vessel, with_recipe_growth
 
     vessel = load_vessel(vessel_arg)
     recipe = RecipeSource.from_file(recipe_path).recipe
     check_feasible(recipe, vessel.process_model(), str(recipe_path), vessel.name)
+    with_recipe_growth(vessel, recipe, str(recipe_path))  # a cap below the start: an error now
     return recipe, vessel
 
 
@@ -202,6 +203,7 @@ def _register() -> None:
     from hypoxia.cli_calibrate import calibrate
     from hypoxia.cli_demo import demo
     from hypoxia.cli_devices import devices_app, simulate_devices
+    from hypoxia.cli_identify import identify
     from hypoxia.cli_record import record
     from hypoxia.cli_records import archive, export, report, runs
     from hypoxia.cli_run import audit_app, ctl_app, run
@@ -221,6 +223,7 @@ def _register() -> None:
     app.command("archive")(archive)
     app.add_typer(users_app, name="users")
     app.command("calibrate")(calibrate)
+    app.command("identify")(identify)
     app.registered_commands += tuning_app.registered_commands
 
 

@@ -22,6 +22,13 @@ def record(
         list[str] | None,
         typer.Option(help="Record only this reactor (repeat; default: recorder.reactors)."),
     ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT client id (default: recorder.client_id); each member of a share_group "
+            "needs its own."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
 ) -> None:
     """Record SITE's MQTT telemetry and events into the store of its [recorder] section."""
@@ -35,7 +42,7 @@ def record(
 
     async def main() -> None:
         try:
-            recorder = Recorder(site, reactors=reactor)
+            recorder = Recorder(site, reactors=reactor, client_id=client_id)
         except ConfigError as exc:
             raise fail(exc) from None
         err.print(

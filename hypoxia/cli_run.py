@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,6 +20,15 @@ if TYPE_CHECKING:
     from controller.service.audit import SeenHead
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail.")
+
+
+class Schedule(StrEnum):
+    """When the reactors' cycles run (controller/service/timing.py)."""
+
+    SPREAD = "spread"
+    QUEUED = "queued"
+
+
 ctl_app = typer.Typer(
     no_args_is_help=True, help="Command a running service (hold, restart, set points, alarms, ...)."
 )
@@ -41,6 +51,13 @@ def run(
             "--force", help="Start although instruments the recipe needs are not ready (audited)."
         ),
     ] = False,
+    schedule: Annotated[
+        Schedule,
+        typer.Option(
+            help="spread: each reactor at its own phase of the period, journal group commit; "
+            "queued: every reactor at the same instant (the old scheduling, for benchmarks)."
+        ),
+    ] = Schedule.SPREAD,
 ) -> None:
     """Run RECIPE on the reactors of SITE (or resume their active runs) until the runs end."""
     from controller.service.app import build_service
@@ -58,12 +75,19 @@ def run(
         raise fail(f"--reactor: {exc.args[0]}") from None
     except ConfigError as exc:
         raise fail(exc) from None
+    from controller.service.limits import check_start
+
+    try:  # what this machine allows (open files, the broker's port), before anything moves
+        check_start(site, str(site_path))
+    except ConfigError as exc:
+        raise fail(exc) from None
 
     async def main() -> dict[str, str]:
         try:
             service = await build_service(site, ids, recipe, speed=speed, force=force)
         except ConfigError as exc:
             raise fail(exc) from None
+        service.schedule = "queued" if schedule is Schedule.QUEUED else "spread"
         for rid, runner in service.runners.items():
             err.print(f"{rid}: {runner.describe()}", highlight=False)
         err.print(f"control socket: {site.socket_path}")
@@ -94,8 +118,14 @@ async def _control(service: Any, site: Any, ids: list[str], stop: asyncio.Event)
 
     if not site.broker.embedded:
         return await run_service(service, stop)
-    # zero-setup default: embedded broker, and the recorder in this process (SQLite store)
-    recorder = Recorder(site, reactors=ids)
+    # zero-setup default: embedded broker, and the recorder in this process (SQLite store); the
+    # whole site is recorded as "*" (one wildcard subscription and the site's own session, not a
+    # list of every reactor id)
+    every = set(ids) == {r.id for r in site.reactors}
+    try:
+        recorder = Recorder(site, reactors=["*"] if every else ids)
+    except ConfigError as exc:
+        raise fail(exc) from None
     recorder_stop = asyncio.Event()
     recording = asyncio.create_task(_record_when_broker_is_up(recorder, recorder_stop))
     err.print(f"recording to {site.recorder.store.kind} in {site.state_dir}")
@@ -321,6 +351,13 @@ def audit_verify(
             "spool in the state directory's recorder/ folder).",
         ),
     ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="The controller partition whose trail DB is (default: the site file's "
+            "partition; none for a site's one trail)."
+        ),
+    ] = None,
 ) -> None:
     """Check the audit trail: its chain, its keyed head, and the head the recorder saw.
 
@@ -333,6 +370,7 @@ def audit_verify(
     else:
         site = load_site_or_exit(target)
         db, key_path = site.state_dir / "audit.sqlite", key_file or site.audit_key_path
+        partition = partition or site.partition
     if not db.exists():
         err.print(f"[bold red]error:[/] no audit trail at {db}", highlight=False)
         raise typer.Exit(2)
@@ -354,7 +392,7 @@ def audit_verify(
             if recorder_spool is not None
             else sorted((db.parent / "recorder").glob("*.spool.sqlite"))
         )
-        heads = _recorded_heads(spools)
+        heads = _recorded_heads(spools, partition or "")
         problem = result.problem or check_heads(trail.records(), heads)
     finally:
         trail.conn.close()
@@ -378,8 +416,8 @@ def audit_verify(
         )
 
 
-def _recorded_heads(spools: list[Path]) -> list[SeenHead]:
-    """The audit heads the recorders saw (their spools opened read-only)."""
+def _recorded_heads(spools: list[Path], trail: str = "") -> list[SeenHead]:
+    """The heads of one audit trail the recorders saw (their spools opened read-only)."""
     import sqlite3
     from datetime import UTC, datetime
 
@@ -389,7 +427,7 @@ def _recorded_heads(spools: list[Path]) -> list[SeenHead]:
     heads: list[SeenHead] = []
     for spool in spools:
         try:
-            seen = read_audit_heads(spool)
+            seen = read_audit_heads(spool, trail)
         except sqlite3.Error as exc:
             raise fail(f"--recorder-spool {spool}: {exc}") from None
         for h in seen:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from common.config_errors import ConfigError
@@ -25,9 +26,9 @@ from controller.core.recipe import Recipe, check_feasible
 from controller.engineering.autotune import LOOP_NAMES, LoopName, RelayResult
 from controller.engineering.tuning_file import load_tuning, tuning_toml
 from controller.service.recipe_source import RecipeSource
-from simulators.sweep import SweepError, build_grid, run_sweep
+from simulators.sweep import SweepError, build_grid, default_jobs, run_sweep
 from simulators.tuning_twin import autotune_on_twin, operating_phase, verify_on_twin
-from simulators.vessel import load_vessel
+from simulators.vessel import Vessel, load_vessel
 
 tuning_app = typer.Typer(add_completion=False, no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -175,6 +176,23 @@ SWEEP_COLUMNS = (
 )
 
 
+def _sweep_with_bar(
+    recipe: Recipe, vessel: Vessel, grid: list[dict[str, float]], jobs: int
+) -> list[dict[str, Any]]:
+    """:func:`run_sweep` with a progress bar on stderr (runs done of all, elapsed time)."""
+    with Progress(
+        TextColumn("[bold]runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("sweep", total=len(grid))
+        return run_sweep(
+            recipe, vessel, grid, jobs=jobs, progress=lambda n, _t: bar.update(task, completed=n)
+        )
+
+
 @tuning_app.command()
 def sweep(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe TOML file.")],
@@ -188,7 +206,17 @@ def sweep(
             "doors_per_day, door_s, seed.",
         ),
     ],
-    workers: Annotated[int, typer.Option(help="Parallel processes.", min=1, max=64)] = 2,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            "--workers",
+            help="Parallel processes (default: one per CPU).",
+            min=1,
+            max=256,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the rows as CSV.")] = False,
 ) -> None:
@@ -206,9 +234,16 @@ def sweep(
     ):
         raise _fail(f"--param o2_pct: {recipe_path} has no gas O2 phase to change")
     quiet = as_json or as_csv
+    jobs = min(jobs or default_jobs(), len(grid))
     if not quiet:
-        err.print(f"sweeping {len(grid)} runs of [bold]{recipe.name}[/] on {base.name} ...")
-    rows = run_sweep(recipe, base, grid, workers=workers)
+        err.print(
+            f"sweeping {len(grid)} runs of [bold]{recipe.name}[/] on {base.name} "
+            f"in {jobs} process{'es' if jobs > 1 else ''} ..."
+        )
+    if quiet and not err.is_terminal:  # rows on stdout for a program: no bar on a log
+        rows = run_sweep(recipe, base, grid, jobs=jobs)
+    else:
+        rows = _sweep_with_bar(recipe, base, grid, jobs)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return

@@ -20,8 +20,14 @@ from rich.text import Text
 
 from operator_web.texts import duration
 
-DIGITS = {"o2": 2, "co2": 2, "temp": 1, "do": 1}
-LABELS = {"o2": "O2", "co2": "CO2", "temp": "temperature", "do": "DO"}
+DIGITS = {"o2": 2, "co2": 2, "temp": 1, "do": 1, "cells": 2}
+LABELS = {
+    "o2": "O2",
+    "co2": "CO2",
+    "temp": "temperature",
+    "do": "DO",
+    "cells": "O2 at cells (est.)",
+}
 ALARM_STATES = {
     "active_unacknowledged": "ACTIVE, unacknowledged",
     "active_acknowledged": "active, acknowledged",
@@ -91,7 +97,7 @@ def reactor_table(rid: str, view: dict[str, Any]) -> RenderableType:
     values.add_column("now", justify="right")
     values.add_column("set point", justify="right")
     values.add_column("band")
-    for key in ("o2", "co2", "temp", "do"):
+    for key in ("o2", "co2", "temp", "do", "cells"):
         if key in view["values"]:
             values.add_row(*_value_row(key, view["values"][key]))
     parts: list[RenderableType] = [values]

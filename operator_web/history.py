@@ -46,6 +46,10 @@ def _num(value: Any) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+FIRST_ROWS = 4096
+"""Rows a history buffer holds before it first grows (about an hour at a 1 s period)."""
+
+
 class SeriesBuffer:
     """A fixed-size ring of rows (time + :data:`COLUMNS`).
 
@@ -55,10 +59,26 @@ class SeriesBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(2, capacity)
-        self._t = np.full(self.capacity, np.nan, dtype=np.float64)
-        self._data = np.full((len(COLUMNS), self.capacity), np.nan, dtype=np.float32)
+        self._t = np.empty(0, dtype=np.float64)
+        self._data = np.empty((len(COLUMNS), 0), dtype=np.float32)
+        self._reserve(min(self.capacity, FIRST_ROWS))
         self._head = 0
         self.size = 0
+
+    def _reserve(self, rows: int) -> None:
+        """Grow the arrays to ``rows`` (at most the capacity), keeping what they hold.
+
+        A buffer starts small and doubles as it fills, so a reactor whose run is young (or a
+        service of hundreds of reactors) does not hold 48 h of rows it has not got: about 60 bytes
+        a row, 10 MB per reactor at a 1 s period when full.
+        """
+        rows = min(rows, self.capacity)
+        have = len(self._t)
+        if rows <= have:
+            return
+        self._t = np.concatenate((self._t, np.full(rows - have, np.nan, dtype=np.float64)))
+        pad = np.full((len(COLUMNS), rows - have), np.nan, dtype=np.float32)
+        self._data = np.concatenate((self._data, pad), axis=1)
 
     @classmethod
     def for_period(cls, period_s: float, history_s: float = HISTORY_S) -> SeriesBuffer:
@@ -68,6 +88,8 @@ class SeriesBuffer:
     def append(self, t_utc_s: float, row: Mapping[str, Any]) -> None:
         """Add one row (missing columns are NaN)."""
         i = self._head
+        if i >= len(self._t):  # not wrapped yet (head == size): grow before writing
+            self._reserve(2 * len(self._t))
         self._t[i] = t_utc_s
         for k, name in enumerate(COLUMNS):
             self._data[k, i] = _num(row.get(name))
@@ -77,6 +99,7 @@ class SeriesBuffer:
     def load(self, t: npt.NDArray[np.float64], data: npt.NDArray[Any]) -> None:
         """Replace the contents with ``t`` and ``data`` (columns x rows, oldest first)."""
         n = min(len(t), self.capacity)
+        self._reserve(n)
         self._t[:] = np.nan
         self._data[:] = np.nan
         if n:

@@ -6,8 +6,10 @@ run log readable and wakes the page's event streams. Requests and streams read w
 keeps; they never touch a runner, and never the store.
 
 When the service resumes a run, the history, log and gas used of that run are read back from the
-run journal (its outbox holds every telemetry message) in a worker thread, so a long run does not
-delay the first cycles.
+run journal in a worker thread, so a long run does not delay the first cycles. The outbox holds the
+telemetry of the replay window only (``[journal] replay_window_h``; older messages are pruned), so
+the chart reaches back that far; the gas used comes from the runner's checkpoint, which holds the
+whole run.
 """
 
 from __future__ import annotations
@@ -179,6 +181,10 @@ class LiveHub:
         live.waiting_rows.clear()
         for gas, litres in used.items():
             live.used_l[gas] = live.used_l.get(gas, 0.0) + litres
+        # the outbox keeps only the replay window ([journal] replay_window_h); the runner's
+        # checkpoint keeps the whole run's gas, so a long run's total survives the pruning
+        for gas, litres in live.runner.gas_used_l.items():
+            live.used_l[gas] = max(live.used_l.get(gas, 0.0), litres)
         old = list(live.log)
         live.log.clear()
         for utc, t_s, kind, detail in lines:

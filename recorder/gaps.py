@@ -157,6 +157,21 @@ class GapTracker:
         self.dirty.add(reactor)
         return True
 
+    def give_up(self, reactor: str, lo: int, hi: int) -> list[Range]:
+        """Settle the missing numbers within ``lo..hi`` as lost (the controller no longer has them).
+
+        Returns the ranges that were missing, ``[]`` when none was.
+        """
+        state = self.states.get(reactor)
+        if state is None:
+            return []
+        lost = [(max(a, lo), min(b, hi)) for a, b in state.missing() if a <= hi and b >= lo]
+        for a, b in lost:
+            state.settle(a, b)
+        if lost:
+            self.dirty.add(reactor)
+        return lost
+
     def missing(self) -> dict[str, list[Range]]:
         """Every reactor's gaps."""
         return {r: gaps for r, s in self.states.items() if (gaps := s.missing())}

@@ -24,6 +24,7 @@ KINDS = ("telemetry", "event")
 STATE = "state"
 """The retained state topic kind (read for ``last_seq`` and ``audit_head``; no points)."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TRAIL = re.compile(r"^(?:[a-z0-9][a-z0-9-]{0,15})?$")
 
 _NUMBER_SUFFIXES = ("_pct", "_c", "_lpm", "_w", "_s")
 _TEXT_KEYS = frozenset({"run_id", "phase", "phase_state"})
@@ -59,6 +60,8 @@ class StateSeen:
         last_seq: The last sequence number the controller has put in its outbox (``None``: the
             message does not say, e.g. a controller of an earlier version).
         audit_head: (seq, hash) of the site's audit trail (``None``: not given).
+        audit_trail: Which trail, when the site has one per controller partition (``""``: the
+            site's one trail).
         ts_ms: When the state was taken (UTC ms).
     """
 
@@ -66,6 +69,53 @@ class StateSeen:
     last_seq: int | None
     audit_head: tuple[int, str] | None
     ts_ms: int
+    audit_trail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """A controller's answer to a replay request reaching below what its outbox still holds.
+
+    Attributes:
+        reactor: Reactor id.
+        from_seq / to_seq: The range that was asked for.
+        pruned_through: The highest number the controller no longer holds (``from_seq`` up to
+            it cannot be replayed; anything above is being replayed as usual).
+        message: The controller's words (names its replay window).
+    """
+
+    reactor: str
+    from_seq: int
+    to_seq: int
+    pruned_through: int
+    message: str
+
+
+def parse_replay_result(payload: bytes) -> Pruned | str:
+    """A ``replay/result`` message, or why it cannot be read."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(message, dict) or message.get("v") != 1:
+        return "not a v1 JSON object"
+    reactor = message.get("reactor")
+    numbers = [message.get(k) for k in ("from_seq", "to_seq", "pruned_through")]
+    if not isinstance(reactor, str) or not all(_is_int(n) and n >= 0 for n in numbers):
+        return "expected reactor, from_seq, to_seq and pruned_through"
+    first, last, through = (int(n) for n in numbers if _is_int(n))
+    return Pruned(reactor, first, last, through, str(message.get("message", "")))
+
+
+def _audit_head(head: Any) -> tuple[tuple[int, str], str] | str:
+    """``((seq, hash), trail)`` of a state message's ``audit_head``, or what is wrong with it."""
+    seq, digest = (head.get("seq"), head.get("hash")) if isinstance(head, dict) else (0, 0)
+    trail = head.get("trail", "") if isinstance(head, dict) else ""
+    if not (_is_int(seq) and seq >= 0 and isinstance(digest, str) and _HEX64.match(digest)):
+        return f"'audit_head' is {json.dumps(head)[:80]}, expected {{seq, hash}}"
+    if not (isinstance(trail, str) and _TRAIL.match(trail)):
+        return f"'audit_head.trail' is {json.dumps(trail)[:40]}, expected a partition name"
+    return (seq, digest), trail
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -159,20 +209,20 @@ class Intake:
             if message.get(key) != want:
                 problem = f"'{key}' is {message.get(key)!r}, expected {want!r}"
                 break
-        last_seq, head, ts_ms = message.get("last_seq"), message.get("audit_head"), 0
+        last_seq, head, ts_ms, trail = message.get("last_seq"), message.get("audit_head"), 0, ""
         if not problem and last_seq is not None and not (_is_int(last_seq) and last_seq >= 0):
             problem = f"'last_seq' is {last_seq!r}, expected an integer >= 0"
         if not problem and head is not None:
-            seq, digest = (head.get("seq"), head.get("hash")) if isinstance(head, dict) else (0, 0)
-            if not (_is_int(seq) and seq >= 0 and isinstance(digest, str) and _HEX64.match(digest)):
-                problem = f"'audit_head' is {json.dumps(head)[:80]}, expected {{seq, hash}}"
+            parsed = _audit_head(head)
+            if isinstance(parsed, str):
+                problem = parsed
             else:
-                head = (seq, digest)
+                head, trail = parsed
         if problem:
             return Refused(topic, problem, payload, reactor)
         if _is_int(message.get("ts_ms")):
             ts_ms = message["ts_ms"]
-        return StateSeen(reactor, last_seq, head, ts_ms)
+        return StateSeen(reactor, last_seq, head, ts_ms, trail)
 
     def _problem(self, message: dict[str, Any], reactor: str, kind: str) -> str:
         """What is wrong with a decoded message ('' when nothing)."""

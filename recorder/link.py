@@ -45,11 +45,19 @@ def payload_bytes(message: aiomqtt.Message) -> bytes:
     return b"" if payload is None else str(payload).encode()
 
 
-def subscriptions(root: str, site: str, reactors: list[str]) -> list[str]:
-    """The telemetry and event topics of the reactors (``*``: all, as ``+``)."""
+def subscriptions(
+    root: str, site: str, reactors: list[str], share_group: str | None = None
+) -> list[str]:
+    """The telemetry and event topics of the reactors (``*``: all, as ``+``).
+
+    With ``share_group`` they are shared subscriptions, ``$share/{group}/{topic}`` (MQTT 5, and
+    Mosquitto 2 / EMQX for MQTT 3.1.1 clients too): the broker hands each message to one member
+    of the group.
+    """
     ids = ["+"] if "*" in reactors else reactors
     topics = Topics(root, site)
-    return [topic for r in ids for topic in (topics.telemetry(r), topics.event(r))]
+    prefix = f"$share/{share_group}/" if share_group else ""
+    return [prefix + topic for r in ids for topic in (topics.telemetry(r), topics.event(r))]
 
 
 def state_subscriptions(root: str, site: str, reactors: list[str]) -> list[str]:

@@ -20,7 +20,20 @@ TELEMETRY_TAGS = ("site", "reactor", "run_id", "phase")
 """Telemetry message keys that become tags (low cardinality)."""
 EVENT_TAGS = ("site", "reactor", "run_id")
 SKIP = frozenset({"v", "ts_ms", "replay", *TELEMETRY_TAGS})
-HARVEST_FIELDS = ("exposure_s", "o2_mean_pct", "in_band_frac", "excursions", "dose_error_pct_h")
+HARVEST_FIELDS = (
+    "exposure_s",
+    "o2_mean_pct",
+    "in_band_frac",
+    "excursions",
+    "dose_error_pct_h",
+    # the cells side (a reactor with [reactors.culture]; docs/physics.md §B7)
+    "cells_window_s",
+    "cells_in_band_s",
+    "cells_o2_mean_pct",
+    "cells_dose_error_pct_h",
+    "cells_excursions",
+    "cells_excursion_s",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,9 @@ import aiomqtt
 from common.backoff import Backoff
 from common.clock import SystemClock
 from common.config_errors import ConfigError
+from common.names import bounded_name
 from recorder.gaps import GapTracker, Range, ReplayPolicy
-from recorder.intake import STATE, Accepted, Intake, Refused, StateSeen
+from recorder.intake import STATE, Accepted, Intake, Refused, StateSeen, parse_replay_result
 from recorder.link import ack, payload_bytes, persistent_client, state_subscriptions, subscriptions
 from recorder.spool import HeadSeen, Spool, SpoolBatch, spool_path
 from recorder.stores import Store, StoreRefused, StoreUnavailable, make_store
@@ -108,6 +109,19 @@ class RecordedSite(Protocol):
         ...
 
 
+def default_client_id(site: str, reactors: Sequence[str]) -> str:
+    """The recorder's MQTT client id when the site file names none.
+
+    ``hypoxia-recorder-{site}`` for every reactor (``*``); for a partition its reactor ids are
+    added while the id stays within 64 characters (``hypoxia-recorder-sim-ws1_ws2``), else their
+    count and a hash (``hypoxia-recorder-sim-100r-3f9a1c07b2``): bounded, the same for the same
+    reactors after every restart (the persistent session and the spool are found again), and
+    different for different partitions (recorders of one site never share a session).
+    """
+    base = f"hypoxia-recorder-{site}"
+    return base if "*" in reactors else bounded_name(base, reactors)
+
+
 def _ranges(ranges: Sequence[Range]) -> str:
     return ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
@@ -118,13 +132,16 @@ class Recorder:
     Args:
         site: The loaded site file (``broker``, ``recorder``, ``state_dir``).
         reactors: Reactor ids to record instead of ``recorder.reactors`` (``["*"]``: all).
+        client_id: MQTT client id instead of ``recorder.client_id`` (each member of a
+            ``share_group`` needs its own; ``hypoxia record --client-id``).
         policy: When to ask for replays (defaults: :class:`~recorder.gaps.ReplayPolicy`).
         store_retry_max_s: Longest wait between store retries, s.
         reconnect_max_s: Longest wait between broker reconnects, s.
         report_every_s: Period of the status line in the log, s.
 
     Raises:
-        ConfigError: An unknown reactor, or an unset ``token_env``.
+        ConfigError: An unknown reactor, an unset ``token_env``, or a share-group member
+            without a client id of its own.
     """
 
     def __init__(
@@ -132,6 +149,7 @@ class Recorder:
         site: RecordedSite,
         *,
         reactors: list[str] | None = None,
+        client_id: str | None = None,
         policy: ReplayPolicy | None = None,
         store_retry_max_s: float = 30.0,
         reconnect_max_s: float = 30.0,
@@ -142,8 +160,19 @@ class Recorder:
         self.broker = as_account(site.broker or BrokerConfig(), site.state_dir, "recorder")
         self.reactors = reactors or self.config.reactors
         # a partition gets its own session and spool: recorders of one site never share an id
-        partition = "" if "*" in self.reactors else "-" + "_".join(sorted(self.reactors))
-        self.client_id = self.config.client_id or f"hypoxia-recorder-{site.site}{partition}"
+        self.client_id = (
+            client_id or self.config.client_id or default_client_id(site.site, self.reactors)
+        )
+        group = self.config.share_group
+        if group is not None and client_id is None and self.config.client_id is None:
+            raise ConfigError(
+                "site file",
+                "recorder.client_id",
+                f"not set, but every member of share group '{group}' needs a client id of its "
+                "own (two members with one id would take each other's session over); allowed: "
+                "`hypoxia record SITE --client-id NAME` per member, or recorder.client_id in "
+                "each member's site file",
+            )
         known = [r.id for r in site.reactors]
         unknown = [r for r in self.reactors if r != "*" and r not in known]
         if unknown:
@@ -152,12 +181,24 @@ class Recorder:
                 "recorder.reactors",
                 f"unknown reactor(s) {', '.join(unknown)} (known: {', '.join(known)}, or *)",
             )
-        self.topics = subscriptions(self.broker.root, site.site, self.reactors)
+        self.topics = subscriptions(self.broker.root, site.site, self.reactors, group)
         self.state_topics = state_subscriptions(self.broker.root, site.site, self.reactors)
         self.replay_topic = Topics(self.broker.root, site.site).replay_request
+        self.replay_result_topic = Topics(self.broker.root, site.site).replay_result
+        if self.config.gap_detection:  # the controller's word on numbers it no longer holds
+            self.state_topics.append(self.replay_result_topic)
         self.intake = Intake(self.broker.root, site.site)
         self.store: Store = make_store(self.config.store, site.state_dir)
-        self.spool = Spool(spool_path(site.state_dir, self.client_id))
+        path = spool_path(site.state_dir, self.client_id)  # a bounded file name
+        try:
+            self.spool = Spool(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                "site file",
+                "state_dir",
+                f"the recorder's spool {path} cannot be opened: {exc} (allowed: a state_dir "
+                "the recorder may create and write files in)",
+            ) from None
         self.tracker = (
             GapTracker(self.spool.load_states(), policy or ReplayPolicy(), self.config.backfill)
             if self.config.gap_detection
@@ -276,8 +317,12 @@ class Recorder:
         """Validate, track and spool a group of messages (one transaction)."""
         items: list[Accepted | Refused] = []
         heads: list[HeadSeen] = []
+        lost: dict[str, list[Range]] = {}
         for message in group:
             topic = str(message.topic)
+            if topic == self.replay_result_topic:
+                self._pruned(payload_bytes(message), lost)
+                continue
             if topic.endswith("/" + STATE):
                 seen = self.intake.parse_state(topic, payload_bytes(message))
                 if isinstance(seen, StateSeen):
@@ -299,7 +344,28 @@ class Recorder:
             ):
                 self.stats.duplicates += 1
             items.append(item)
-        self._commit(items, heads=heads)
+        self._commit(items, lost or None, heads)
+
+    def _pruned(self, payload: bytes, lost: dict[str, list[Range]]) -> None:
+        """A controller says numbers asked for are no longer held: record them as lost now."""
+        answer = parse_replay_result(payload)
+        if isinstance(answer, str):
+            log.warning("unreadable replay result on %s: %s", self.replay_result_topic, answer)
+            return
+        if self.tracker is None:
+            return
+        hi = min(answer.to_seq, answer.pruned_through)
+        given_up = self.tracker.give_up(answer.reactor, answer.from_seq, hi)
+        if not given_up:
+            return  # another recorder's request, or numbers this one has meanwhile
+        lost.setdefault(answer.reactor, []).extend(given_up)
+        self.stats.lost += sum(b - a + 1 for a, b in given_up)
+        log.error(
+            "%s: seq %s cannot be replayed: %s (kept in the spool's 'lost' table)",
+            answer.reactor,
+            _ranges(given_up),
+            answer.message or f"pruned through seq {answer.pruned_through}",
+        )
 
     def _state(self, seen: StateSeen, heads: list[HeadSeen]) -> None:
         """A reactor's retained state: the tail it announces, and the audit head it carries."""
@@ -320,11 +386,12 @@ class Recorder:
         if seen.audit_head is None:
             return
         seq, digest = seen.audit_head
+        trail = seen.audit_trail  # a partitioned site has one trail per controller process
         if self.spool.knows_head(seq, digest) or any(
             (h.seq, h.hash) == (seq, digest) for h in heads
         ):
             return
-        top = self.spool.audit_head()
+        top = self.spool.audit_head(trail)
         if top is not None and (seq < top[0] or (seq == top[0] and digest != top[1])):
             log.error(
                 "audit head of %s went from record %d (%s…) to record %d (%s…): the "
@@ -336,7 +403,7 @@ class Recorder:
                 seq,
                 digest[:12],
             )
-        heads.append(HeadSeen(seq, digest, seen.reactor, seen.ts_ms))
+        heads.append(HeadSeen(seq, digest, seen.reactor, seen.ts_ms, trail))
 
     def _commit(
         self,

@@ -9,7 +9,8 @@ refused always agree after a crash.
 
 The ``audit_heads`` table is the recorder's external copy of the controller's audit-trail head
 (seq, hash), one row per head seen; ``hypoxia audit verify`` compares the trail with it
-(:func:`read_audit_heads`).
+(:func:`read_audit_heads`). A site split among controller partitions has one trail per partition;
+column ``trail`` says whose head a row is (``""``: the site's one trail).
 
 Stdlib ``sqlite3``, called synchronously from the event loop: a commit of a few messages takes a
 millisecond or two, and the acknowledgement must wait for it anyway.
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sqlite3
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.names import safe_file_stem
 from recorder.gaps import SeqState
 from recorder.intake import Accepted, Refused
 from recorder.points import Point
@@ -71,16 +73,24 @@ class HeadSeen:
     hash: str
     reactor: str
     ts_ms: int
+    trail: str = ""
 
 
 KEEP_REFUSED = 10_000
 """Refused messages kept for inspection (the oldest are dropped past this)."""
+MEMORY_POINTS = 10_000
+"""Points of the newest spooled messages also kept in memory (about 3 KB each as Python objects),
+so the writer takes them from there instead of reading and decoding them back; past this (a long
+store outage, or a ``batch_size`` above it) the writer reads the file until it has caught up."""
 
 
 def spool_path(state_dir: Path, client_id: str) -> Path:
-    """Where the recorder with MQTT client id ``client_id`` keeps its spool."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", client_id)
-    return state_dir / "recorder" / f"{safe}.spool.sqlite"
+    """Where the recorder with MQTT client id ``client_id`` keeps its spool.
+
+    The file name is bounded (a long id is cut and keeps a hash of itself: common/names.py), so
+    no client id makes a name the file system refuses.
+    """
+    return state_dir / "recorder" / f"{safe_file_stem(client_id)}.spool.sqlite"
 
 
 def encode_points(points: Iterable[Point]) -> str:
@@ -123,6 +133,9 @@ class Spool:
             self._db.execute(
                 "ALTER TABLE seq_state ADD COLUMN announced INTEGER NOT NULL DEFAULT 0"
             )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit_heads)")}
+        if "trail" not in columns:  # a spool of an earlier version: its heads are the site's
+            self._db.execute("ALTER TABLE audit_heads ADD COLUMN trail TEXT NOT NULL DEFAULT ''")
         rows, points, size = self._db.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(points)), 0) FROM spool"
         ).fetchone()
@@ -132,6 +145,10 @@ class Spool:
         """Points waiting for the store."""
         self.bytes: int = size
         """Size of the waiting points (JSON), bytes."""
+        # the newest spooled rows as committed: (id, points, JSON size), oldest first; always a
+        # run of the newest rows, so when it holds as many rows as the file, it holds them all
+        self._memory: deque[tuple[int, list[Point], int]] = deque()
+        self._memory_points = 0
 
     def close(self) -> None:
         """Close the database."""
@@ -154,16 +171,15 @@ class Spool:
         heads: Sequence[HeadSeen] = (),
     ) -> None:
         """Spool accepted points, keep refused messages, save states and heads, in one go."""
-        spooled = [
-            (encode_points(i.points), len(i.points))
-            for i in items
-            if isinstance(i, Accepted) and i.points
-        ]
+        accepted = [i.points for i in items if isinstance(i, Accepted) and i.points]
+        spooled = [(encode_points(points), len(points)) for points in accepted]
         refused = [(i.topic, i.reason, i.payload) for i in items if isinstance(i, Refused)]
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT INTO spool (points, n) VALUES (?, ?)", spooled)
+            # one writer holds the lock: the rows just inserted have consecutive ids ending here
+            last_id = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
             if refused:
                 db.executemany(
                     "INSERT INTO refused (topic, reason, payload) VALUES (?,?,?)", refused
@@ -180,8 +196,9 @@ class Spool:
                 [(r, s.contiguous, json.dumps(s.above), s.announced) for r, s in states.items()],
             )
             db.executemany(
-                "INSERT OR IGNORE INTO audit_heads (seq, hash, reactor, ts_ms) VALUES (?,?,?,?)",
-                [(h.seq, h.hash, h.reactor, h.ts_ms) for h in heads],
+                "INSERT OR IGNORE INTO audit_heads (seq, hash, reactor, ts_ms, trail) "
+                "VALUES (?,?,?,?,?)",
+                [(h.seq, h.hash, h.reactor, h.ts_ms, h.trail) for h in heads],
             )
             db.executemany(
                 "INSERT INTO lost (reactor, from_seq, to_seq) VALUES (?, ?, ?)",
@@ -194,11 +211,30 @@ class Spool:
         self.rows += len(spooled)
         self.points += sum(n for _, n in spooled)
         self.bytes += sum(len(text) for text, _ in spooled)
+        first_id = last_id - len(spooled) + 1
+        for k, (points, (text, n)) in enumerate(zip(accepted, spooled, strict=True)):
+            if self._memory_points + n > MEMORY_POINTS:
+                self._memory.clear()  # keep only the newest rows (the rest stay in the file)
+                self._memory_points = 0
+            self._memory.append((first_id + k, points, len(text)))
+            self._memory_points += n
 
     def batch(self, max_points: int) -> SpoolBatch | None:
-        """The oldest spooled points, about ``max_points`` (whole messages), or ``None``."""
+        """The oldest spooled points, about ``max_points`` (whole messages), or ``None``.
+
+        From memory when it holds every spooled row (the usual case: the store keeps up), else
+        read back from the file.
+        """
         rows: list[tuple[int, list[Point]]] = []
         count = size = 0
+        if self._memory and len(self._memory) == self.rows:
+            for row_id, points, n_bytes in self._memory:
+                rows.append((row_id, points))
+                count += len(points)
+                size += n_bytes
+                if count >= max_points:
+                    break
+            return SpoolBatch(rows[-1][0], rows, size)
         for row_id, text in self._db.execute(
             "SELECT id, points FROM spool ORDER BY id LIMIT ?", (max_points,)
         ):
@@ -212,6 +248,8 @@ class Spool:
     def remove(self, batch: SpoolBatch) -> None:
         """Delete a batch once the store has it (the writer is the only one deleting)."""
         self._db.execute("DELETE FROM spool WHERE id <= ?", (batch.last_id,))
+        while self._memory and self._memory[0][0] <= batch.last_id:
+            self._memory_points -= len(self._memory.popleft()[1])
         self.rows -= len(batch.rows)
         self.points -= sum(len(points) for _, points in batch.rows)
         self.bytes -= batch.size
@@ -225,10 +263,12 @@ class Spool:
             [(reason, encode_points(points).encode()) for _, points in rows],
         )
 
-    def audit_head(self) -> tuple[int, str] | None:
-        """The highest audit head seen so far (``None``: none)."""
+    def audit_head(self, trail: str = "") -> tuple[int, str] | None:
+        """The highest head seen so far of one audit trail (``None``: none)."""
         row = self._db.execute(
-            "SELECT seq, hash FROM audit_heads ORDER BY seq DESC, ts_ms DESC LIMIT 1"
+            "SELECT seq, hash FROM audit_heads WHERE trail = ? ORDER BY seq DESC, ts_ms DESC "
+            "LIMIT 1",
+            (trail,),
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else None
 
@@ -247,13 +287,18 @@ class Spool:
         return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
 
 
-def read_audit_heads(path: Path) -> list[HeadSeen]:
-    """The audit heads a recorder's spool holds, highest first (the file opened read-only)."""
+def read_audit_heads(path: Path, trail: str = "") -> list[HeadSeen]:
+    """The heads of one audit trail a recorder's spool holds, highest first (opened read-only).
+
+    ``trail``: a controller partition's name, ``""`` for a site's one trail.
+    """
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        try:
-            rows = db.execute(
-                "SELECT seq, hash, reactor, ts_ms FROM audit_heads ORDER BY seq DESC"
-            ).fetchall()
-        except sqlite3.OperationalError:  # a spool of an earlier version: no heads
+        columns = {row[1] for row in db.execute("PRAGMA table_info(audit_heads)")}
+        if not columns:  # a spool of an earlier version: no heads
             return []
-    return [HeadSeen(int(seq), str(h), str(r), int(ts)) for seq, h, r, ts in rows]
+        where = "WHERE trail = ?" if "trail" in columns else "WHERE ? = ''"
+        rows = db.execute(
+            f"SELECT seq, hash, reactor, ts_ms FROM audit_heads {where} ORDER BY seq DESC",  # noqa: S608
+            (trail,),
+        ).fetchall()
+    return [HeadSeen(int(seq), str(h), str(r), int(ts), trail) for seq, h, r, ts in rows]

@@ -10,7 +10,7 @@ from typing import Any
 
 from controller.core.recipe import Phase, PhaseEnd, Recipe
 from records.analysis import Band, Excursion, Window
-from records.model import Confirmation, HarvestRow, PhaseRow
+from records.model import BatchRecord, Confirmation, HarvestRow, PhaseRow
 
 
 def _band(value: float | None, band: float, unit: str, label: str) -> str | None:
@@ -118,6 +118,7 @@ def harvest_rows(recipe: Recipe, events: Sequence[dict[str, Any]]) -> list[Harve
             row.excursions_journal = int(ev.get("excursions") or 0)
             row.excursion_s_journal = _num(ev.get("excursion_s"))
             row.forced = bool(ev.get("forced_by_latest"))
+            cells_side(row, ev)
         elif ev["kind"] == "harvest_done" and ev.get("harvest") in rows:
             name = str(ev["harvest"])
             volume = _num(ev.get("volume_ml"))
@@ -127,6 +128,23 @@ def harvest_rows(recipe: Recipe, events: Sequence[dict[str, Any]]) -> list[Harve
                 str(ev.get("by", "")), float(ev["t_s"]), volume, str(ev.get("container") or "")
             )
     return list(rows.values())
+
+
+def cells_side(row: HarvestRow, stats: dict[str, Any]) -> None:
+    """Copy a harvest's cells-side statistics (``cells_*`` keys) onto its row, where present.
+
+    The service journals them in ``harvest_due`` (``RecipeEngine(track_cells=True)``); the twin
+    computes them in its summary (``simulators/summary.py``): the same keys and rules.
+    """
+    if stats.get("cells_window_s") is None:
+        return
+    row.cells_window_s = _num(stats.get("cells_window_s"))
+    row.cells_in_band_s = _num(stats.get("cells_in_band_s"))
+    row.cells_o2_mean_pct = _num(stats.get("cells_o2_mean_pct"))
+    row.cells_dose_error_pct_h = _num(stats.get("cells_dose_error_pct_h"))
+    excursions = stats.get("cells_excursions")
+    row.cells_excursions = int(excursions) if excursions is not None else None
+    row.cells_excursion_s = _num(stats.get("cells_excursion_s"))
 
 
 def windows(harvests: Sequence[HarvestRow]) -> list[Window]:
@@ -164,3 +182,21 @@ def attach_excursions(
 
 def _num(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def pericellular_means(rec: BatchRecord) -> None:
+    """Each released harvest's mean of the recorded ``pericellular_o2_pct`` over its window.
+
+    Twin runs record the plant's value, service runs the estimate of a reactor with a culture
+    section; without either the mean stays ``None``.
+    """
+    t, peri = rec.series.get("t_s", []), rec.series.get("pericellular_o2_pct", [])
+    for h in rec.harvests:
+        if h.opened_s is None or h.at_s is None:
+            continue
+        values = [
+            p
+            for ts, p in zip(t, peri, strict=False)
+            if ts is not None and p is not None and h.opened_s < ts <= h.at_s
+        ]
+        h.pericellular_mean_pct = sum(values) / len(values) if values else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -65,7 +66,7 @@ def gather(
         store=reader.description,
         selected_harvest=harvest,
         events=events,
-        instruments=_instruments(cfg),
+        instruments=_instruments(cfg, calibration_in_force(state, run)),
     )
     rec.phases = assemble.phase_rows(recipe, events, last_s, run.status, engine_state)
     rec.harvests = assemble.harvest_rows(recipe, events)
@@ -111,19 +112,46 @@ def _vessel(cfg: ReactorConfig | None) -> dict[str, str]:
     }
 
 
-def _instruments(cfg: ReactorConfig | None) -> list[Instrument]:
+def calibration_in_force(state: SiteState, run: RunRecord) -> dict[str, str] | None:
+    """Sensor role -> the calibration applied during the run, in words.
+
+    As the service audited it when the run started (``None``: the entry predates calibration
+    records). Calibration is offline (the service stopped), so it cannot change during a run.
+    """
+    for entry in state.audit_of_run(run):
+        if entry.action != "run_start":
+            continue
+        try:
+            value = json.loads(entry.new_value)
+        except ValueError:
+            return None
+        found = value.get("calibration") if isinstance(value, dict) else None
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else None
+    return None
+
+
+def _instruments(cfg: ReactorConfig | None, calibration: dict[str, str] | None) -> list[Instrument]:
     out = []
     for d in cfg.devices if cfg else []:
         where = [f"{k} {getattr(d, k)}" for k in ("bus", "line") if getattr(d, k, None)]
         where += [f"{k} {getattr(d, k)}" for k in ("unit", "unit_id") if getattr(d, k, None)]
+        roles = device_roles(d)
+        calibrated = [r for r in roles if calibration and r in calibration]
+        if calibrated and calibration is not None:
+            shown = "; ".join(
+                calibration[r] if len(calibrated) == 1 else f"{r}: {calibration[r]}"
+                for r in calibrated
+            )
+        else:
+            shown = str(getattr(d, "calibration_date", None) or "not recorded")
         out.append(
             Instrument(
                 d.name,
                 d.driver,
-                ", ".join(device_roles(d)),
+                ", ".join(roles),
                 ", ".join(where),
                 str(getattr(d, "serial_number", None) or "not recorded"),
-                str(getattr(d, "calibration_date", None) or "not recorded"),
+                shown,
             )
         )
     return out
@@ -192,6 +220,7 @@ def _store(rec: BatchRecord, reader: StoreReader, recipe: Recipe) -> None:
         exc.causes = causes(exc, rec, samples)
     rec.open_excursions, notes = assemble.attach_excursions(rec.harvests, found)
     rec.notes.extend(notes)
+    assemble.pericellular_means(rec)
 
 
 def _samples(points: Sequence[StoredPoint], recipe: Recipe) -> list[analysis.Sample]:

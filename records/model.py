@@ -97,6 +97,19 @@ class HarvestRow:
     confirmation: Confirmation | None = None
     excursions: list[Excursion] = field(default_factory=list)
     pericellular_mean_pct: float | None = None
+    cells_window_s: float | None = None
+    """Cells side (docs/physics.md §B7): the same exposure rules on the pericellular O2 (the
+    service's estimate from measured headspace O2, or the twin's plant) -- window, s."""
+    cells_in_band_s: float | None = None
+    """Time the pericellular O2 spent in the band within the cells' window, s."""
+    cells_o2_mean_pct: float | None = None
+    """Mean pericellular O2 over the cells' window, %-equivalent."""
+    cells_dose_error_pct_h: float | None = None
+    """Integral of |pericellular O2 - set point| over the cells' window, %·h."""
+    cells_excursions: int | None = None
+    """Excursions of the pericellular O2 (same debounce as the chamber's)."""
+    cells_excursion_s: float | None = None
+    """Their total length, s."""
 
     @property
     def in_band_s(self) -> float | None:

@@ -128,6 +128,9 @@ def twin_record(
     state = result.engine.state.value
     rec.phases = assemble.phase_rows(result.recipe, events, result.duration_s, "complete", state)
     rec.harvests = assemble.harvest_rows(result.recipe, events)
+    cells = {str(h.get("name")): h for h in summary.get("harvests", [])}
+    for row in rec.harvests:  # the cells side of the twin is computed by its summary
+        assemble.cells_side(row, cells.get(row.name, {}))
     rec.alarm_spans = analysis.alarm_spans(events)
     rec.series = _series(result)
     samples, period_s = _samples(result)
@@ -145,18 +148,5 @@ def twin_record(
             if d.at_s - 10.0 <= exc.end_s and d.at_s + d.duration_s >= exc.start_s - 10.0
         ]
     rec.open_excursions, rec.notes = assemble.attach_excursions(rec.harvests, found)
-    _pericellular(rec)
+    assemble.pericellular_means(rec)
     return rec
-
-
-def _pericellular(rec: BatchRecord) -> None:
-    t, peri = rec.series.get("t_s", []), rec.series.get("pericellular_o2_pct", [])
-    for h in rec.harvests:
-        if h.opened_s is None or h.at_s is None:
-            continue
-        values = [
-            p
-            for ts, p in zip(t, peri, strict=False)
-            if ts is not None and p is not None and h.opened_s < ts <= h.at_s
-        ]
-        h.pericellular_mean_pct = sum(values) / len(values) if values else None

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from controller.core.gas import GasFlows
+from controller.core.numeric import clip
 from controller.core.process import MMHG_PER_ATM, X_AIR_CO2, X_AIR_O2
 from simulators import gas_liquid
 from simulators.diffusion import MediumLayer, steady_cell_um
@@ -92,12 +93,16 @@ class _Actuator:
         self.step_frac = vessel.gas.min_on_s / vessel.gas.pwm_period_s if self.solenoid else 0.0
         self.flow_lpm = 0.0
         self._carry = 0.0
+        self._decay_dt_s = math.nan  # the step whose exp(-dt/tau) is cached
+        self._decay = self._rise = 0.0
 
     def mean_flow(self, setpoint_lpm: float, dt_s: float) -> float:
         """Advance over ``dt_s`` toward ``setpoint_lpm`` and return the mean flow, L/min."""
-        sp = min(max(setpoint_lpm, 0.0), self.max_lpm)
         if self.max_lpm <= 0.0:
             return 0.0
+        sp = setpoint_lpm
+        if not 0.0 <= sp <= self.max_lpm:  # clip() only when outside (rare)
+            sp = clip(sp, 0.0, self.max_lpm)
         if self.solenoid:
             duty = sp / self.max_lpm + self._carry
             quant = round(duty / self.step_frac) * self.step_frac if self.step_frac > 0 else duty
@@ -108,8 +113,12 @@ class _Actuator:
         if self.tau_s <= 0.0:
             self.flow_lpm = sp
             return sp
-        decay = math.exp(-dt_s / self.tau_s)
-        mean = sp + (self.flow_lpm - sp) * self.tau_s / dt_s * (1.0 - decay)
+        if dt_s != self._decay_dt_s:  # exp() once per step length, not every step
+            self._decay_dt_s = dt_s
+            self._decay = math.exp(-dt_s / self.tau_s)
+            self._rise = 1.0 - self._decay
+        decay = self._decay
+        mean = sp + (self.flow_lpm - sp) * self.tau_s / dt_s * self._rise
         self.flow_lpm = sp + (self.flow_lpm - sp) * decay
         return mean
 
@@ -135,6 +144,9 @@ class Plant:
             "o2": _Actuator(g.o2_max_lpm, vessel),
             "co2": _Actuator(g.co2_max_lpm, vessel),
         }
+        self._mfcs = (self._mfc["n2"], self._mfc["air"], self._mfc["o2"], self._mfc["co2"])
+        self._heat_key = (math.nan, math.nan)  # (UA, dt) of the cached heat-balance decay
+        self._heat_decay = 1.0
         self.door_open = False
         self._env_cache: _Env | None = None
         if vessel.liquid is not None:
@@ -216,11 +228,12 @@ class Plant:
     ) -> None:
         """Advance the plant by ``dt_s`` with these commanded flows (L/min) and heater power (W)."""
         s, g = self.state, self.vessel.gas
-        f, mfc, used = s.flows, self._mfc, s.gas_used_l
-        f.n2_lpm = q_n = mfc["n2"].mean_flow(n2_lpm, dt_s)
-        f.air_lpm = q_a = mfc["air"].mean_flow(air_lpm, dt_s)
-        f.o2_lpm = q_o = mfc["o2"].mean_flow(o2_lpm, dt_s)
-        f.co2_lpm = q_c = mfc["co2"].mean_flow(co2_lpm, dt_s)
+        f, used = s.flows, s.gas_used_l
+        mfc_n2, mfc_air, mfc_o2, mfc_co2 = self._mfcs
+        f.n2_lpm = q_n = mfc_n2.mean_flow(n2_lpm, dt_s)
+        f.air_lpm = q_a = mfc_air.mean_flow(air_lpm, dt_s)
+        f.o2_lpm = q_o = mfc_o2.mean_flow(o2_lpm, dt_s)
+        f.co2_lpm = q_c = mfc_co2.mean_flow(co2_lpm, dt_s)
         used["n2"] += q_n * dt_s / 60.0
         used["air"] += q_a * dt_s / 60.0
         used["o2"] += q_o * dt_s / 60.0
@@ -240,10 +253,13 @@ class Plant:
 
     def _thermal(self, dt_s: float, heater_w: float) -> None:
         th, s = self.vessel.thermal, self.state
-        p = min(max(heater_w, 0.0), th.heater_max_w)
+        p = clip(heater_w, 0.0, th.heater_max_w)
         ua = th.ua_w_per_k + (th.door_ua_w_per_k if self.door_open else 0.0)
         t_inf = th.room_temp_c + p / ua
-        s.temp_c = t_inf + (s.temp_c - t_inf) * math.exp(-ua * dt_s / th.heat_capacity_j_per_k)
+        if self._heat_key != (ua, dt_s):  # exp() only when the door or the step changes
+            self._heat_key = (ua, dt_s)
+            self._heat_decay = math.exp(-ua * dt_s / th.heat_capacity_j_per_k)
+        s.temp_c = t_inf + (s.temp_c - t_inf) * self._heat_decay
 
     def _liquid(self, dt_s: float) -> None:
         lq, s = self.vessel.liquid, self.state

@@ -45,6 +45,7 @@ class SensorModel:
         self.stuck: float | None = None
         self._bias = spec.bias
         self._noise_sd = spec.noise_sd
+        self._gauss = rng.gauss
         self._res = spec.resolution
         self._delayed = bool(steps)
 
@@ -66,7 +67,7 @@ class SensorModel:
         else:
             value = lagged + self.drift + self._bias
         if self._noise_sd > 0:
-            value += self.rng.gauss(0.0, self._noise_sd)
+            value += self._gauss(0.0, self._noise_sd)
         res = self._res
         if res > 0:
             value = round(value / res) * res

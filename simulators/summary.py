@@ -19,7 +19,8 @@ Definitions (docs/recipes.md, "What the summary measures"):
   ``cells_o2_mean_pct``, ``cells_dose_error_pct_h``, ``cells_window_s``, ``cells_excursions``,
   ``cells_excursion_s`` -- the same ExposureClock rules (band, debounce, windows cut at each
   harvest) driven with the twin's pericellular O2 trajectory instead of the measured chamber O2
-  (``None`` without a culture model or for a dissolved-O2 phase).
+  (``None`` without a culture model or for a dissolved-O2 phase); the same keys and rule as the
+  service's ``RecipeEngine(track_cells=True)`` (controller/core/exposure.py ``cells_stats``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import math
 import statistics
 from typing import Any
 
-from controller.core.exposure import ExposureClock
+from controller.core.exposure import CELLS_KEYS, ExposureClock, cells_stats
 from controller.core.process import bang_bang_descent_s
 from controller.core.recipe import Phase
 from simulators.twin import TwinResult
@@ -132,41 +133,25 @@ def _settled_entry(times: Any, values: Any, start: int, end: int, sp: float) -> 
     return entry
 
 
-CELLS_KEYS = (
-    "cells_window_s",
-    "cells_in_band_s",
-    "cells_o2_mean_pct",
-    "cells_dose_error_pct_h",
-    "cells_excursions",
-    "cells_excursion_s",
-)
-
-
-def _cells_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    window = float(stats["window_s"])
-    return {
-        "cells_window_s": window,
-        "cells_in_band_s": float(stats["in_band_frac"]) * window if window > 0 else 0.0,
-        "cells_o2_mean_pct": stats["o2_mean_pct"],
-        "cells_dose_error_pct_h": stats["dose_error_pct_h"],
-        "cells_excursions": stats["excursions"],
-        "cells_excursion_s": stats["excursion_s"],
-    }
-
-
 def cells_harvest_metrics(result: TwinResult) -> dict[str, dict[str, Any]]:
     """Cells-side statistics of every harvest window, by harvest name.
 
-    The pericellular trajectory (one value per culture step, held over the step that ends at it,
-    as the chamber clock credits each control period with its closing reading) drives a fresh
-    :class:`ExposureClock` per gas-basis O2 phase; windows are cut at the harvests' release times.
+    The same rule as the service's (``RecipeEngine(track_cells=True)`` fed each cycle with the
+    latest pericellular value): each control period is credited with the value in force at its
+    end, so a culture sample taken at s_k stands for the periods ending in [s_k, s_k+1), i.e.
+    the interval (s_k - dt, s_k+1 - dt]. A fresh :class:`ExposureClock` per gas-basis O2 phase;
+    windows are cut at the harvests' release times. Computed after the run from the trace, so the
+    twin's loop pays nothing for it.
     """
     tr = result.trace
     if result.vessel.culture is None or len(tr.cells_t_s) < 2:
         return {}
     starts = [(ev.t_s, int(ev.detail["index"])) for ev in result.events if ev.kind == "phase_start"]
     out: dict[str, dict[str, Any]] = {}
-    times, values = tr.cells_t_s, tr.cells_o2_pct
+    dt = result.vessel.control_period_s
+    # piece k: value k up to (the period before) the next sample; the last one to the end
+    times = [t - dt for t in tr.cells_t_s[1:]] + [math.inf]
+    values = tr.cells_o2_pct
     for n, (start, index) in enumerate(starts):
         phase = result.recipe.phases[index]
         if phase.o2_pct is None or phase.o2_basis != "gas":
@@ -187,19 +172,19 @@ def cells_harvest_metrics(result: TwinResult) -> dict[str, dict[str, Any]]:
                 if c > a:
                     clock.sample(c, c - a, v)
                     a = c
-                out[name] = _cells_stats(clock.cut(c))
+                out[name] = cells_stats(clock.cut(c))
             if b > a:
                 clock.sample(b, b - a, v)
                 a = b
             while cuts and cuts[0][0] <= b + 1e-9:
                 c, name = cuts.pop(0)
-                out[name] = _cells_stats(clock.cut(c))
+                out[name] = cells_stats(clock.cut(c))
             k += 1
         for c, name in cuts:  # a harvest after the last culture sample: hold the last value
             if c > a:
                 clock.sample(c, c - a, values[-1])
                 a = c
-            out[name] = _cells_stats(clock.cut(c))
+            out[name] = cells_stats(clock.cut(c))
     return out
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,26 +210,44 @@ def _in_band_pct(recipe: Recipe, trace: Any) -> float | None:
     return 100.0 * inside / total if total else None
 
 
+def default_jobs() -> int:
+    """Worker processes when none are asked for: one per CPU (``os.cpu_count()``)."""
+    return os.cpu_count() or 1
+
+
 def run_sweep(
     recipe: Recipe,
     vessel: Vessel,
     grid: list[dict[str, float]],
-    workers: int = 2,
+    jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every grid point (``workers`` processes; 1 = in this process), rows in grid order."""
-    if workers <= 1 or len(grid) <= 1:
+    """Run every grid point across ``jobs`` processes; the rows come back in grid order.
+
+    Each point is a whole twin run that depends only on the point (its seed included), so the
+    rows are the same whatever ``jobs`` and the order in which the processes finish.
+
+    Args:
+        recipe: The recipe every point varies.
+        vessel: The vessel every point varies.
+        grid: The points (:func:`build_grid`).
+        jobs: Worker processes (``None``: one per CPU; 1: in this process, no pool).
+        progress: Called with (points done, points in all) as each point finishes.
+    """
+    total = len(grid)
+    jobs = min(default_jobs() if jobs is None else jobs, total)
+    if jobs <= 1:
         rows = []
         for i, point in enumerate(grid):
             rows.append(run_point(recipe, vessel, point))
             if progress:
-                progress(i + 1, len(grid))
+                progress(i + 1, total)
         return rows
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_point, recipe, vessel, point) for point in grid]
-        rows = []
-        for i, fut in enumerate(futures):
-            rows.append(fut.result())
+    done: list[dict[str, Any] | None] = [None] * total
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_point, recipe, vessel, p): i for i, p in enumerate(grid)}
+        for count, fut in enumerate(as_completed(futures), start=1):
+            done[futures[fut]] = fut.result()
             if progress:
-                progress(i + 1, len(grid))
-    return rows
+                progress(count, total)
+    return [row for row in done if row is not None]

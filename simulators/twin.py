@@ -18,7 +18,7 @@ from controller.core.recipe import PhaseEnd, Recipe
 from controller.core.recipe_engine import Event, Measured, RecipeEngine
 from simulators.plant import Plant
 from simulators.sensors import SensorModel
-from simulators.vessel import Vessel
+from simulators.vessel import Vessel, with_recipe_growth
 
 SERIES_COLUMNS = (
     "t_s",
@@ -157,6 +157,7 @@ def run_twin(
             keeps the true ``vessel``.
     """
     doors = sorted(doors or [], key=lambda d: d.at_s)
+    vessel = with_recipe_growth(vessel, recipe)  # the recipe's [growth], if any (§B7)
     dt = vessel.control_period_s
     plant = Plant(vessel)
     sensors = _Sensors(vessel, plant, dt, random.Random(seed))

@@ -15,7 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.config_errors import ConfigError, load_toml_model, validate_model
+from controller.core.pericellular import CultureAtmosphere, CultureModel
 from controller.core.process import LiquidModel, ProcessModel
+from controller.core.recipe import Recipe, check_growth
 
 
 class _Strict(BaseModel):
@@ -180,6 +182,71 @@ class Vessel(_Strict):
             control_period_s=self.control_period_s,
             liquid=liquid,
         )
+
+    def culture_model(self) -> CultureModel | None:
+        """The static culture as the core's pericellular estimator takes it (diffusion model).
+
+        The same numbers a site file's ``[reactors.culture]`` states for a real reactor; the
+        O2 basis is the vessel's O2 sensor's. ``None`` without a ``[culture]`` section.
+        """
+        cu, atm = self.culture, self.atmosphere
+        if cu is None:
+            return None
+        return CultureModel(
+            depth_mm=cu.depth_mm,
+            cells_per_cm2=cu.cells_per_cm2,
+            ocr_amol_per_cell_s=cu.ocr_amol_per_cell_s,
+            km_um=cu.km_um,
+            henry_um_per_mmhg=cu.henry_um_per_mmhg,
+            diffusivity_m2_s=cu.diffusivity_m2_s,
+            nodes=cu.nodes,
+            step_s=cu.diffusion_step_s,
+            vent_tau_min=cu.vent_tau_min,
+            growth_per_day=cu.growth_per_day,
+            max_cells_per_cm2=cu.max_cells_per_cm2,
+            o2_basis=self.o2_sensor.basis,
+            atmosphere=None
+            if atm is None
+            else CultureAtmosphere(
+                barometric_mmhg=atm.barometric_mmhg,
+                humidity_frac=atm.humidity_frac,
+                temperature_dependent=atm.temperature_dependent,
+                salinity=atm.salinity,
+                uptake_q10=atm.uptake_q10,
+            ),
+        )
+
+
+def with_recipe_growth(vessel: Vessel, recipe: Recipe, source: str = "recipe") -> Vessel:
+    """The vessel whose cells grow as the recipe's ``[growth]`` says (unchanged without one).
+
+    The rate replaces the vessel's ``growth_per_day`` of its culture and liquid; a cap replaces
+    the matching ``max_cells_per_*``. Raises :class:`ConfigError` for a cap below the vessel's
+    starting density.
+    """
+    growth = recipe.growth
+    if growth is None:
+        return vessel
+    cu, lq = vessel.culture, vessel.liquid
+    check_growth(
+        recipe,
+        cu.cells_per_cm2 if cu is not None else None,
+        lq.cells_per_ml if lq is not None else None,
+        source,
+        vessel.name,
+    )
+    update: dict[str, object] = {}
+    if cu is not None:
+        cap = growth.max_cells_per_cm2
+        update["culture"] = cu.model_copy(
+            update={"growth_per_day": growth.rate_per_day, "max_cells_per_cm2": cap}
+        )
+    if lq is not None:
+        cap = growth.max_cells_per_ml
+        update["liquid"] = lq.model_copy(
+            update={"growth_per_day": growth.rate_per_day, "max_cells_per_ml": cap}
+        )
+    return vessel.model_copy(update=update)
 
 
 def reference_vessel_names() -> list[str]:

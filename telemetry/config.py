@@ -126,20 +126,40 @@ class RecorderConfig(_Strict):
         store: Where points go (default: SQLite in the state directory).
         reactors: Which reactors this recorder records (``["*"]``: all); partition reactors
             among recorders to scale out.
-        client_id: MQTT client id of the persistent session (default ``hypoxia-recorder-<site>``).
+        client_id: MQTT client id of the persistent session (default ``hypoxia-recorder-<site>``,
+            with the partition's reactors, or a hash of them past 64 characters:
+            :func:`recorder.service.default_client_id`).
+        share_group: Subscribe as a member of this MQTT shared-subscription group
+            (``$share/<group>/...``): the broker hands each message to one member, so several
+            recorders split one stream. Each member needs its own client id, and gap detection
+            must be off (a member sees only part of each reactor's numbers; docs/recorder.md).
         batch_size / batch_interval_s: Write when this many points are waiting, or this often.
         gap_detection: Ask the controller to replay missing sequence numbers.
         backfill: A recorder that first sees a reactor at sequence N asks for 1..N-1 too (the
-            controller's outbox still holds them), so a late start loses nothing.
+            controller's outbox holds them for its replay window), so a late start loses
+            nothing younger than the window.
         max_spool_mb: Disk spool limit while the store is down; past it the recorder stops
             acknowledging MQTT messages (the broker keeps them) rather than dropping any.
     """
 
     store: StoreConfig = SqliteStore(kind="sqlite")
     reactors: list[str] = Field(default_factory=lambda: ["*"])
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     batch_interval_s: float = Field(default=1.0, gt=0, le=60)
     gap_detection: bool = True
     backfill: bool = True
     max_spool_mb: float = Field(default=1024.0, gt=0)
+
+    @model_validator(mode="after")
+    def _shared_without_gaps(self) -> Self:
+        if self.share_group is not None and self.gap_detection:
+            msg = (
+                f"@share_group: '{self.share_group}' with gap_detection = true: a member of a "
+                "shared subscription receives only part of each reactor's sequence numbers and "
+                "would take its peers' messages for gaps (allowed: gap_detection = false with "
+                "share_group, or no share_group and reactors partitioned among recorders)"
+            )
+            raise ValueError(msg)
+        return self

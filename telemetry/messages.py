@@ -94,8 +94,18 @@ def telemetry_message(
     readings: dict[str, dict[str, Any]],
     actuation: dict[str, Any],
     alarms_active: int,
+    lateness_ms: float | None = None,
+    overruns: int = 0,
+    pericellular_o2_pct: float | None = None,
 ) -> dict[str, Any]:
-    """The ``telemetry`` message of one cycle."""
+    """The ``telemetry`` message of one cycle.
+
+    ``lateness_ms`` (how late the cycle's outputs were written after its tick) and ``overruns``
+    (ticks that passed while a cycle was still running, since the controller started) say whether
+    the controller keeps its period. ``pericellular_o2_pct`` is the estimated O2 at the cells,
+    %-equivalent (% of 760 mmHg), of a reactor with a static culture (``None`` without one, or
+    while the estimate is untrusted).
+    """
     msg: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "seq": seq,
@@ -121,7 +131,10 @@ def telemetry_message(
     for key in ("n2_lpm", "air_lpm", "o2_lpm", "co2_lpm", "heater_w"):
         msg[key] = _num(actuation.get(key))
     msg["pump_on"] = bool(actuation.get("pump_on", False))
+    msg["pericellular_o2_pct"] = _num(pericellular_o2_pct)
     msg["alarms_active"] = alarms_active
+    msg["lateness_ms"] = _num(lateness_ms)
+    msg["overruns"] = overruns
     return msg
 
 
@@ -190,9 +203,16 @@ def state_message(
     }
 
 
-def audit_head_field(seq: int, digest: str) -> dict[str, Any]:
-    """The ``audit_head`` field of a state message: the audit trail's last record and hash."""
-    return {"seq": seq, "hash": digest}
+def audit_head_field(seq: int, digest: str, trail: str | None = None) -> dict[str, Any]:
+    """The ``audit_head`` field of a state message: the audit trail's last record and hash.
+
+    ``trail`` names the trail when a site has several (one per controller partition,
+    docs/scaling.md); it is left out for a site's one trail.
+    """
+    field: dict[str, Any] = {"seq": seq, "hash": digest}
+    if trail is not None:
+        field["trail"] = trail
+    return field
 
 
 def json_safe(value: Any) -> Any:

@@ -22,6 +22,20 @@ class Topics:
         """Retained ``online`` / ``offline`` / ``lost`` (last will)."""
         return f"{self.base}/controller/status"
 
+    def partition_status(self, partition: str | None) -> str:
+        """``controller/status`` of one process of a partitioned site.
+
+        ``controller/{partition}/status``; the plain topic when ``partition`` is ``None``.
+        """
+        if partition is None:
+            return self.controller_status
+        return f"{self.base}/controller/{partition}/status"
+
+    @property
+    def replay_result(self) -> str:
+        """Where a controller answers a replay request it cannot serve (numbers pruned)."""
+        return f"{self.base}/replay/result"
+
     @property
     def replay_request(self) -> str:
         """Where recorders ask for missing sequence numbers."""
@@ -31,6 +45,10 @@ class Topics:
     def commands(self) -> str:
         """Subscription for every reactor's command topic."""
         return f"{self.base}/+/cmd/+"
+
+    def reactor_commands(self, reactor: str) -> str:
+        """Subscription for one reactor's command topic (every user)."""
+        return f"{self.base}/{reactor}/cmd/+"
 
     def telemetry(self, reactor: str) -> str:
         """Per-cycle telemetry of a reactor."""

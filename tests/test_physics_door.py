@@ -100,9 +100,12 @@ def test_cells_in_band_time_shorter_by_what_the_trajectory_shows() -> None:
         ev.t_s for ev in result.events if ev.kind == "phase_start" and ev.detail["index"] == 1
     )
     tr = result.trace
+    dt = result.vessel.control_period_s
+    # each control period counts with the value in force at its end (as the service's clock)
     in_band = 0.0
-    for k in range(1, len(tr.cells_t_s)):
-        a, b = max(tr.cells_t_s[k - 1], start), min(tr.cells_t_s[k], h["at_s"])
+    for k in range(len(tr.cells_t_s)):
+        nxt = tr.cells_t_s[k + 1] - dt if k + 1 < len(tr.cells_t_s) else float("inf")
+        a, b = max(tr.cells_t_s[k] - dt, start), min(nxt, h["at_s"])
         if b > a and abs(tr.cells_o2_pct[k] - SETPOINT) <= BAND + 1e-9:
             in_band += b - a
     assert h["cells_in_band_s"] == pytest.approx(in_band, abs=1e-6)

@@ -135,8 +135,11 @@ class SmallQueueMosquitto(Mosquitto):
 
 
 @contextlib.asynccontextmanager
-async def controller_link(st: Stack) -> AsyncIterator[MqttLink]:
-    """The service's MQTT link to the site's broker, running beside the test's cycles."""
+async def controller_link(st: Stack, **options: Any) -> AsyncIterator[MqttLink]:
+    """The service's MQTT link to the site's broker, running beside the test's cycles.
+
+    ``options`` go to :class:`MqttLink` (``journal_config``, ``partition``).
+    """
     site = st.site
     assert st.service.processor is not None
     link = MqttLink(
@@ -146,6 +149,7 @@ async def controller_link(st: Stack) -> AsyncIterator[MqttLink]:
         st.service.runners,
         st.service.processor,
         st.clock,
+        **options,
     )
     for runner in st.service.runners.values():
         runner.notify = link.notify

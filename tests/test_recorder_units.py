@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from controller.service.site import load_site
 from hypoxia.cli_record import record
+from recorder import spool as spool_module
 from recorder.gaps import GapTracker, ReplayPolicy, SeqState
 from recorder.intake import Accepted, Intake, Refused
 from recorder.points import Point
@@ -172,6 +173,35 @@ def test_spool_commits_points_and_state_atomically_and_survives_reopen(tmp_path:
     while (b := again.batch(100)) is not None:
         again.remove(b)
     assert (again.rows, again.points, again.bytes) == (0, 0, 0)
+
+
+def test_spool_batches_from_memory_match_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's batches come from memory while it holds every spooled row, else from the
+    file (after a restart, or past ``MEMORY_POINTS``): the same points, in the same order."""
+    monkeypatch.setattr(spool_module, "MEMORY_POINTS", 8)
+    _, items = _stream_items(12)
+    accepted = [i for i in items if isinstance(i, Accepted)]
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path)
+    spool.commit(items[:5], {})
+    first = spool.batch(3)
+    assert first is not None
+    assert first.points == [p for i in accepted[:3] for p in i.points]
+    spool.remove(first)
+    spool.commit(items[5:], {})  # past the memory bound: only the newest rows stay in memory
+    seen = list(first.points)
+    while (batch := spool.batch(4)) is not None:
+        seen += batch.points
+        spool.remove(batch)
+    assert seen == [p for i in accepted for p in i.points]
+    spool.commit(items[:2], {})
+    spool.close()
+    again = Spool(path)  # a restart: nothing in memory, read back from the file
+    batch = again.batch(100)
+    assert batch is not None
+    assert batch.points == [p for i in accepted[:2] for p in i.points]
 
 
 def test_spool_keeps_refused_messages(tmp_path: Path) -> None:

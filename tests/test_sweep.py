@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from controller.service.recipe_source import RecipeSource
 from hypoxia.cli_tuning import tuning_app
-from simulators.sweep import SweepError, build_grid, parse_param
+from simulators.sweep import SweepError, build_grid, default_jobs, parse_param, run_sweep
+from simulators.vessel import load_vessel
 
 RECIPE = """
 name = "short hold"
@@ -65,7 +67,7 @@ def test_repeated_param_and_oversized_grid_are_refused() -> None:
 def test_tiny_grid_runs_in_parallel_and_reports_infeasible_rows(tmp_path: Path) -> None:
     recipe = tmp_path / "short.toml"
     recipe.write_text(RECIPE)
-    args = ["sweep", str(recipe), "--vessel", "workstation-100l", "--workers", "2"]
+    args = ["sweep", str(recipe), "--vessel", "workstation-100l", "--jobs", "2"]
     args += ["--param", "o2_pct=2,0.05", "--param", "doors_per_day=0,48"]
     result = CliRunner().invoke(tuning_app, [*args, "--json"])
     assert result.exit_code == 0, result.output
@@ -101,3 +103,31 @@ def test_csv_output_and_cli_errors(tmp_path: Path) -> None:
     bad = runner.invoke(tuning_app, [*base, "--param", "volume=3"])
     assert bad.exit_code == 2
     assert "unknown parameter; allowed:" in bad.output
+
+
+def test_rows_are_the_same_in_grid_order_whatever_the_number_of_processes(tmp_path: Path) -> None:
+    recipe_file = tmp_path / "short.toml"
+    recipe_file.write_text(RECIPE)
+    recipe = RecipeSource.from_file(recipe_file).recipe
+    vessel = load_vessel("workstation-100l")
+    grid = build_grid(["seed=0,1,2", "leak_lpm=0.1"])
+    calls: list[tuple[int, int]] = []
+    parallel = run_sweep(recipe, vessel, grid, jobs=3, progress=lambda n, t: calls.append((n, t)))
+    serial = run_sweep(recipe, vessel, grid, jobs=1)
+    assert parallel == serial  # same rows, bit for bit, in grid order
+    assert [r["seed"] for r in parallel] == [0.0, 1.0, 2.0]
+    assert len({r["n2_l"] for r in parallel}) == 3  # the seeds do differ (sensor noise)
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # one tick per finished run, in finishing order
+    assert default_jobs() >= 1
+
+
+def test_table_output_shows_the_process_count_and_a_progress_bar(tmp_path: Path) -> None:
+    recipe = tmp_path / "short.toml"
+    recipe.write_text(RECIPE)
+    args = ["sweep", str(recipe), "--vessel", "workstation-100l", "-j", "2"]
+    result = CliRunner().invoke(tuning_app, [*args, "--param", "seed=0,1"])
+    assert result.exit_code == 0, result.output
+    assert "sweeping 2 runs of short hold on workstation-100l in 2 processes" in result.output
+    assert "runs" in result.output
+    assert "2/2" in result.output  # the bar's final state: every run done
+    assert "short hold" in result.output  # the table's title

@@ -131,3 +131,31 @@ class ExposureClock:
             window=WindowStats(**window) if window else None,
             out_since_s=data.get("out_since_s"),
         )
+
+
+CELLS_KEYS = (
+    "cells_window_s",
+    "cells_in_band_s",
+    "cells_o2_mean_pct",
+    "cells_dose_error_pct_h",
+    "cells_excursions",
+    "cells_excursion_s",
+)
+"""Cells-side statistics of a harvest window (docs/physics.md §B7), beside the chamber's."""
+
+
+def cells_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """A window's :meth:`ExposureClock.cut` statistics under their cells-side names.
+
+    ``cells_in_band_s`` is the in-band fraction times the window, s; mean and dose error are of
+    the estimated pericellular O2 (%-equivalent, %·h).
+    """
+    window = float(stats["window_s"])
+    return {
+        "cells_window_s": window,
+        "cells_in_band_s": float(stats["in_band_frac"]) * window if window > 0 else 0.0,
+        "cells_o2_mean_pct": stats["o2_mean_pct"],
+        "cells_dose_error_pct_h": stats["dose_error_pct_h"],
+        "cells_excursions": stats["excursions"],
+        "cells_excursion_s": stats["excursion_s"],
+    }

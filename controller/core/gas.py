@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.core.loops import BalanceLoop, LoopTuning, PurgeForecast
+from controller.core.numeric import clip
 from controller.core.process import X_AIR_O2, ProcessModel
 
 
@@ -108,11 +109,16 @@ class _GasLoop(BalanceLoop):
             bands = self._band_lpm()
             caps = self._full_scale()
             lo, hi = self.dead_band_min_fs, self.dead_band_max_fs
-            if all(
-                abs(w - h) <= min(max(b, lo * c), hi * c)
-                for w, h, b, c in zip(want, self.held, bands, caps, strict=True)
-            ):
-                self._set_outputs(self.held)
+            held = self.held
+            for i, w in enumerate(want):  # every wanted change inside its band?
+                band, cap = bands[i], caps[i]
+                floor, top = lo * cap, hi * cap
+                if not floor <= band <= top:  # clip() only when outside
+                    band = clip(band, floor, top)
+                if not abs(w - held[i]) <= band:
+                    break
+            else:
+                self._set_outputs(held)
                 return
         self.held = want
 
@@ -167,14 +173,14 @@ class O2Loop(_GasLoop):
         return [m.n2_max_lpm, m.air_max_lpm, m.o2_max_lpm]
 
     def _band_lpm(self) -> list[float]:
-        x = min(max(self.ref.value, 1e-6), 1.0 - 1e-6)
+        x = clip(self.ref.value, 1e-6, 1.0 - 1e-6)
         per_rate = 60.0 * self.volume_l * self.dead_band_rate
         return [per_rate / x, per_rate / max(X_AIR_O2 - x, 1e-6), per_rate / (1.0 - x)]
 
     def allocate(self, operating_point: float, rate_des: float) -> float:
         """Split-range allocation from the exact O2 balance at ``operating_point``."""
         m, f = self.model, self.flows
-        x = min(max(operating_point, 1e-6), 1.0 - 1e-6)
+        x = clip(operating_point, 1e-6, 1.0 - 1e-6)
         # Q_A (x_a - x) + Q_O (1 - x) - Q_N x = w  (what the actuators must add to the leak)
         w = self.volume_l * rate_des * 60.0 - self.leak_lpm * (X_AIR_O2 - x) + f.co2_lpm * x
         f.n2_lpm = f.air_lpm = f.o2_lpm = 0.0
@@ -241,7 +247,7 @@ class Co2Loop(_GasLoop):
         return [self.model.co2_max_lpm]
 
     def _band_lpm(self) -> list[float]:
-        c = min(max(self.ref.value, 0.0), 0.99)
+        c = clip(self.ref.value, 0.0, 0.99)
         return [60.0 * self.volume_l * self.dead_band_rate / (1.0 - c)]
 
     def _dilution_lpm(self) -> float:
@@ -251,9 +257,9 @@ class Co2Loop(_GasLoop):
     def allocate(self, operating_point: float, rate_des: float) -> float:
         """CO2 flow from the exact CO2 balance at ``operating_point``: ratio FF plus trim."""
         m, f = self.model, self.flows
-        c = min(max(operating_point, 0.0), 0.99)
+        c = clip(operating_point, 0.0, 0.99)
         q_c = (self.volume_l * rate_des * 60.0 + self._dilution_lpm() * c) / (1.0 - c)
-        f.co2_lpm = min(max(q_c, 0.0), m.co2_max_lpm)
+        f.co2_lpm = clip(q_c, 0.0, m.co2_max_lpm)
         return (f.co2_lpm * (1.0 - c) - self._dilution_lpm() * c) / self.volume_l / 60.0
 
     def full_actuation(self, up: bool) -> PurgeForecast | None:

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from controller.core.loop_tuning import LoopTuning
+
+__all__ = ["PI", "PURGING", "BalanceLoop", "LoopMode", "LoopTuning", "PurgeForecast", "Reference"]
 
 
 class LoopMode(StrEnum):
@@ -44,24 +46,8 @@ class LoopMode(StrEnum):
     HOLD_SAFE = "hold_safe"
 
 
-class LoopTuning(BaseModel):
-    """Tuning of one balance loop (all optional; defaults are derived from the process model).
-
-    Attributes:
-        kp_per_s: Proportional gain of the linearised loop, 1/s (rate asked per unit of error).
-        ti_s: Integral time, s.
-        tau_c_factor: SIMC closed-loop time constant as a multiple of the loop's dead time (0.5-20).
-        filter_s: First-order filter on the measurement, s (0 = none).
-        replan: Error, in the loop's units, above which tracking re-plans a time-optimal move.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kp_per_s: float | None = Field(default=None, gt=0)
-    ti_s: float | None = Field(default=None, gt=0)
-    tau_c_factor: float = Field(default=2.0, ge=0.5, le=20)
-    filter_s: float = Field(default=2.0, ge=0, le=600)
-    replan: float | None = Field(default=None, gt=0)
+PURGING = (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP)
+"""The modes of a loop at full actuation (a module constant: checked every cycle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +97,8 @@ class Reference:
         self.rate_per_s = math.inf
         self.sensed = 0.0
         self.slope_per_s = 0.0
+        self._alpha_key = (math.nan, math.nan)  # (dt_s, lag_s) of the cached lag coefficient
+        self._alpha = 1.0
 
     def advance(self, dt_s: float) -> None:
         """Move ``value`` toward the target at the ramp rate and update ``sensed``."""
@@ -118,11 +106,15 @@ class Reference:
             self.slope_per_s = 0.0
             return
         gap = self.target - self.value
-        step = min(abs(gap), self.rate_per_s * dt_s)
-        self.value += math.copysign(step, gap)
-        self.slope_per_s = math.copysign(step, gap) / dt_s if dt_s > 0 else 0.0
-        alpha = 1.0 - math.exp(-dt_s / self.lag_s) if self.lag_s > 0 else 1.0
-        self.sensed += (self.value - self.sensed) * alpha
+        most = self.rate_per_s * dt_s
+        size = abs(gap)
+        step = math.copysign(most if most < size else size, gap)  # min(|gap|, rate dt)
+        self.value += step
+        self.slope_per_s = step / dt_s if dt_s > 0 else 0.0
+        if self._alpha_key != (dt_s, self.lag_s):  # exp() only when the period or lag changes
+            self._alpha_key = (dt_s, self.lag_s)
+            self._alpha = 1.0 - math.exp(-dt_s / self.lag_s) if self.lag_s > 0 else 1.0
+        self.sensed += (self.value - self.sensed) * self._alpha
 
 
 class BalanceLoop(ABC):
@@ -250,7 +242,7 @@ class BalanceLoop(ABC):
         if self._pending_fastest:
             self._pending_fastest = False
             self._start_move(y, self.ref.target)
-        if self.mode in (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP):
+        if self.mode in PURGING:
             if observed:
                 self._purge_predicted(dt_s, y, self.ref.target)
                 return
@@ -347,19 +339,20 @@ class BalanceLoop(ABC):
         self.allocate(x, rate)
 
     def _track(self, dt_s: float, y: float, target: float, observed: bool = False) -> None:
-        self.ref.advance(dt_s)
+        ref, pi = self.ref, self.pi
+        ref.advance(dt_s)
         if observed:
-            self.ref.sensed = self.ref.value
-        error = self.ref.sensed - y
-        if abs(error) > self.replan and abs(target - self.ref.value) < 1e-12:
+            ref.sensed = ref.value
+        error = ref.sensed - y
+        if abs(error) > self.replan and abs(target - ref.value) < 1e-12:
             up = error > 0
             if self.full_actuation(up) is not None:
                 self.mode = LoopMode.PURGE_UP if up else LoopMode.PURGE_DOWN
                 self.release()
                 return
-        rate_des = self.ref.slope_per_s + self.pi.output(error)
-        applied = self.allocate(self.ref.value, rate_des)
-        self.pi.advance(error, dt_s, applied - rate_des)
+        rate_des = ref.slope_per_s + (pi.kp_per_s * error + pi.integral)  # pi.output(error)
+        applied = self.allocate(ref.value, rate_des)
+        pi.advance(error, dt_s, applied - rate_des)
         self.settle(error)
 
     def _hold_safe(self, dt_s: float) -> None:

@@ -39,9 +39,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from controller.core.numeric import clip
+from controller.core.observer_tuning import ObserverTuning
 from controller.core.process import X_AIR_CO2, X_AIR_O2, ProcessModel
+
+__all__ = ["Flows", "HeadspaceObserver", "ObserverTuning"]
 
 Matrix = list[list[float]]
 
@@ -53,171 +55,223 @@ GRID_LAG = (0.8, 1.0, 1.25)
 """Normalised innovation (O2 reading above the balance's prediction) that opens the door state."""
 
 
-class ObserverTuning(BaseModel):
-    """Noise model and limits of the headspace observer (fractions 0..1, per control period).
-
-    Attributes:
-        chamber_sd: Process noise of the chamber balance per period (unmodelled inflow), fraction.
-        gain_sd: Random walk of the flow gain g per period (the purge horizon re-learns it).
-        leak_sd: Random walk of the leak exchange rate per period, as a share of the nominal
-            leak rate (plus ``leak_floor_lpm``).
-        leak_floor_lpm: Leak the observer allows for even when the model states none, L/min.
-        door_sd: Random walk of the door exchange rate per period while a door is open, 1/s.
-        co2_bias_sd: Random walk of the CO2 rate bias per period, fraction/s.
-        gain_min / gain_max: Limits of g = V_model / V_true (adaptation stays within them).
-        leak_max_factor: Largest leak estimate as a multiple of the nominal leak plus the floor.
-        quiet_s: The door's exchange must stay low this long before the door counts as shut, s.
-        door_close_share: "Low": below this share of the door's peak exchange.
-        lag_sd: Prior uncertainty of the O2 sensor's lag (and transport) as a share of the
-            model's (0 = trust the model).
-        lag_walk_sd: Random walk of the lag per period, as a share of the model's.
-        anchor_dead_times: A purge from a settled chamber is re-simulated from its start with
-            the learned parameters for this many dead times (transport + lag), s / s.
-        delay_candidates: The horizon also tries transport delays this many periods either
-            side of the model's.
-        dead_band_sigmas: MFC dead band in tracking, in standard deviations of the rate the PI
-            asks because of the estimate's uncertainty (0 = no dead band); the set points are
-            held only while the estimated error is within as many standard deviations.
-        dead_band_max_fs: Largest dead band as a share of each MFC's full scale.
-        dead_band_min_fs: Smallest dead band as a share of full scale (set-point changes below
-            an MFC's resolution are not worth sending).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    chamber_sd: float = Field(default=2e-6, gt=0, le=1e-2)
-    gain_sd: float = Field(default=2e-4, ge=0, le=1)
-    leak_sd: float = Field(default=5e-4, ge=0, le=1)
-    leak_floor_lpm: float = Field(default=0.005, ge=0, le=50)
-    door_sd: float = Field(default=0.005, gt=0, le=10)
-    co2_bias_sd: float = Field(default=2e-9, ge=0, le=1e-3)
-    gain_min: float = Field(default=0.2, gt=0, le=1)
-    gain_max: float = Field(default=5.0, ge=1, le=100)
-    leak_max_factor: float = Field(default=5.0, ge=1, le=100)
-    quiet_s: float = Field(default=5.0, ge=0, le=3600)
-    door_close_share: float = Field(default=0.05, gt=0, le=1)
-    lag_sd: float = Field(default=0.3, ge=0, le=1)
-    lag_walk_sd: float = Field(default=2e-4, ge=0, le=1)
-    anchor_dead_times: float = Field(default=6.0, ge=0, le=100)
-    delay_candidates: int = Field(default=2, ge=0, le=10)
-    dead_band_sigmas: float = Field(default=2.0, ge=0, le=20)
-    dead_band_max_fs: float = Field(default=0.05, ge=0, le=1)
-    dead_band_min_fs: float = Field(default=0.002, ge=0, le=1)
-
-
-@dataclass(frozen=True, slots=True)
 class Flows:
-    """Mean inflows over one control period, L/min (what the observer believes was delivered)."""
+    """Mean inflows over one control period, L/min (what the observer believes was delivered).
 
-    n2: float = 0.0
-    air: float = 0.0
-    o2: float = 0.0
-    co2: float = 0.0
-
-    @property
-    def total(self) -> float:
-        """Sum of the inflows, L/min."""
-        return self.n2 + self.air + self.o2 + self.co2
-
-    @property
-    def o2_in(self) -> float:
-        """O2 carried in by the inflows, L/min."""
-        return self.air * X_AIR_O2 + self.o2
-
-    @property
-    def co2_in(self) -> float:
-        """CO2 carried in by the inflows, L/min."""
-        return self.co2 + self.air * X_AIR_CO2
-
-
-def _step(
-    value: float, inflow: float, carried: float, rate: float, ambient: float, dt: float
-) -> float:
-    """Exact step of dv/dt = carried - inflow v + rate (ambient - v), flows held over dt.
-
-    ``inflow`` (1/s) and ``carried`` (fraction/s) are already divided by the volume.
+    Immutable by convention (never assigned after construction). The sums the balance needs
+    every period (``total``, ``o2_in``, ``co2_in``) are computed once here, not per use: the
+    observer carries each period's flows through the transport delay once per period.
     """
-    b = inflow + rate
-    a = carried + rate * ambient
-    if b <= 1e-15:
-        return value + a * dt
-    v_inf = a / b
-    return v_inf + (value - v_inf) * math.exp(-b * dt)
+
+    __slots__ = ("air", "co2", "co2_in", "n2", "o2", "o2_in", "total")
+
+    def __init__(self, n2: float = 0.0, air: float = 0.0, o2: float = 0.0, co2: float = 0.0):
+        self.n2 = n2
+        self.air = air
+        self.o2 = o2
+        self.co2 = co2
+        self.total = n2 + air + o2 + co2
+        """Sum of the inflows, L/min."""
+        self.o2_in = air * X_AIR_O2 + o2
+        """O2 carried in by the inflows, L/min."""
+        self.co2_in = co2 + air * X_AIR_CO2
+        """CO2 carried in by the inflows, L/min."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Flows):
+            return NotImplemented
+        return (self.n2, self.air, self.o2, self.co2) == (other.n2, other.air, other.o2, other.co2)
+
+    def __hash__(self) -> int:
+        return hash((self.n2, self.air, self.o2, self.co2))
+
+    def __repr__(self) -> str:
+        return f"Flows(n2={self.n2!r}, air={self.air!r}, o2={self.o2!r}, co2={self.co2!r})"
 
 
-def _predict_cov(
+def _predict_cov6(  # noqa: PLR0915 - unrolled on purpose
     p: Matrix,
     fz: tuple[float, float, float],
-    fp0: list[float],
-    fp1: list[float],
+    leak: tuple[float, float],
+    door: tuple[float, float],
     qz: float,
-    qp: list[float],
+    qp: tuple[float, float, float, float],
 ) -> None:
-    """P <- F P F^T + Q in place for a state [z, s, parameters...] (parameters: random walks).
+    """P <- F P F^T + Q in place for the O2 filter's state [z, s, g, l, d, a].
 
-    F = [[f00, 0, fp0], [f10, f11, fp1], [0, 0, I]] with ``fz`` = (f00, f10, f11); Q adds ``qz``
-    on z (passed to s through F) and ``qp`` on the parameters. Only rows and columns 0 and 1
-    change, so the cost is linear in the number of parameters.
+    F = [[f00, 0, fp0], [f10, f11, fp1], [0, 0, I]] with ``fz`` = (f00, f10, f11); only the
+    leak (state 3) and the door (state 4) have sensitivities, ``leak`` and ``door`` = their
+    (fp0, fp1) entries (a parameter whose both are zero is skipped). Q adds ``qz`` on z (passed
+    to s through F) and ``qp`` on states 2..5. Only rows and columns 0 and 1 change; unrolled
+    over the six states (no allocation: this runs every period).
     """
     f00, f10, f11 = fz
-    n = len(p)
-    p0, p1 = p[0], p[1]
-    a0 = [f00 * v for v in p0]
-    a1 = [f10 * u + f11 * v for u, v in zip(p0, p1, strict=True)]
-    for k in range(2, n):
-        c0, c1 = fp0[k - 2], fp1[k - 2]
-        if c0 == 0.0 and c1 == 0.0:
-            continue
-        pk = p[k]
-        for j in range(n):
-            v = pk[j]
-            a0[j] += c0 * v
-            a1[j] += c1 * v
-    n00 = f00 * a0[0]
-    n01 = f10 * a0[0] + f11 * a0[1]
-    n11 = f10 * a1[0] + f11 * a1[1]
-    for k in range(2, n):
-        c0, c1 = fp0[k - 2], fp1[k - 2]
-        n00 += c0 * a0[k]
-        n01 += c1 * a0[k]
-        n11 += c1 * a1[k]
-    # process noise on z enters s through the lag: Q_zs = f10/f00 qz, Q_ss = (f10/f00)^2 qz
+    c3, d3 = leak
+    c4, d4 = door
+    p0, p1, p2, p3, p4, p5 = p
+    u0, u1, u2, u3, u4, u5 = p0
+    v0, v1, v2, v3, v4, v5 = p1
+    a0, a1, a2, a3, a4, a5 = f00 * u0, f00 * u1, f00 * u2, f00 * u3, f00 * u4, f00 * u5
+    b0 = f10 * u0 + f11 * v0
+    b1 = f10 * u1 + f11 * v1
+    b2 = f10 * u2 + f11 * v2
+    b3 = f10 * u3 + f11 * v3
+    b4 = f10 * u4 + f11 * v4
+    b5 = f10 * u5 + f11 * v5
+    sens3 = c3 != 0.0 or d3 != 0.0
+    sens4 = c4 != 0.0 or d4 != 0.0
+    if sens3:
+        r0, r1, r2, r3, r4, r5 = p3
+        a0, a1, a2 = a0 + c3 * r0, a1 + c3 * r1, a2 + c3 * r2
+        a3, a4, a5 = a3 + c3 * r3, a4 + c3 * r4, a5 + c3 * r5
+        b0, b1, b2 = b0 + d3 * r0, b1 + d3 * r1, b2 + d3 * r2
+        b3, b4, b5 = b3 + d3 * r3, b4 + d3 * r4, b5 + d3 * r5
+    if sens4:
+        r0, r1, r2, r3, r4, r5 = p4
+        a0, a1, a2 = a0 + c4 * r0, a1 + c4 * r1, a2 + c4 * r2
+        a3, a4, a5 = a3 + c4 * r3, a4 + c4 * r4, a5 + c4 * r5
+        b0, b1, b2 = b0 + d4 * r0, b1 + d4 * r1, b2 + d4 * r2
+        b3, b4, b5 = b3 + d4 * r3, b4 + d4 * r4, b5 + d4 * r5
+    n00 = f00 * a0
+    n01 = f10 * a0 + f11 * a1
+    n11 = f10 * b0 + f11 * b1
+    if sens3:
+        n00 += c3 * a3
+        n01 += d3 * a3
+        n11 += d3 * b3
+    if sens4:
+        n00 += c4 * a4
+        n01 += d4 * a4
+        n11 += d4 * b4
     share = f10 / f00 if f00 > 0.0 else 0.0
     p0[0] = n00 + qz
     p0[1] = p1[0] = n01 + share * qz
     p1[1] = n11 + share * share * qz
-    for k in range(2, n):
-        p0[k] = p[k][0] = a0[k]
-        p1[k] = p[k][1] = a1[k]
-        p[k][k] += qp[k - 2]
+    p0[2] = p2[0] = a2
+    p1[2] = p2[1] = b2
+    p2[2] += qp[0]
+    p0[3] = p3[0] = a3
+    p1[3] = p3[1] = b3
+    p3[3] += qp[1]
+    p0[4] = p4[0] = a4
+    p1[4] = p4[1] = b4
+    p4[4] += qp[2]
+    p0[5] = p5[0] = a5
+    p1[5] = p5[1] = b5
+    p5[5] += qp[3]
 
 
-def _correct(w: list[float], p: Matrix, e: float, r: float, frozen: tuple[int, ...] = ()) -> float:
-    """Kalman update for the measurement y = s (state 1) + noise of variance ``r``.
+def _correct6(w: list[float], p: Matrix, e: float, r: float, frozen: tuple[int, ...]) -> float:
+    """Kalman update of the O2 filter for the measurement y = s (state 1) + noise of variance r.
 
     States in ``frozen`` keep their values (Schmidt "consider" update, Joseph form so that the
-    covariance stays consistent with the suboptimal gain). Returns the normalised innovation.
+    covariance stays consistent with the suboptimal gain). P - k row^T - row k^T + k S k^T
+    touches only the rows and columns of updated states; each such row is rebuilt whole
+    (unrolled: six states), except the pairs of updated states done before. Returns the
+    normalised innovation.
     """
-    n = len(w)
-    s_inn = p[1][1] + r
-    row = list(p[1])
-    k = [v / s_inn for v in row]
+    y0, y1, y2, y3, y4, y5 = p[1]
+    s_inn = y1 + r
+    k = [y0 / s_inn, y1 / s_inn, y2 / s_inn, y3 / s_inn, y4 / s_inn, y5 / s_inn]
     for i in frozen:
         k[i] = 0.0
-    live = [i for i in range(n) if k[i] != 0.0]
-    for i in live:
-        w[i] += k[i] * e
-    # P - k row^T - row k^T + k S k^T touches only rows and columns of updated states
-    done: set[int] = set()
-    for i in live:
-        ki, ri, pi = k[i], row[i], p[i]
-        for j in range(n):
-            if j in done:  # a pair of updated states is done once
-                continue
-            v = pi[j] - ki * row[j] - ri * k[j] + ki * s_inn * k[j]
-            pi[j] = v
-            p[j][i] = v
-        done.add(i)
+    k0, k1, k2, k3, k4, k5 = k
+    row = (y0, y1, y2, y3, y4, y5)
+    done: list[int] = []
+    for i, ki in enumerate(k):
+        if ki == 0.0:
+            continue
+        w[i] += ki * e
+    for i, ki in enumerate(k):
+        if ki == 0.0:
+            continue
+        ri = row[i]
+        kis = ki * s_inn
+        old = p[i]
+        x0, x1, x2, x3, x4, x5 = old
+        new = [
+            x0 - ki * y0 - ri * k0 + kis * k0,
+            x1 - ki * y1 - ri * k1 + kis * k1,
+            x2 - ki * y2 - ri * k2 + kis * k2,
+            x3 - ki * y3 - ri * k3 + kis * k3,
+            x4 - ki * y4 - ri * k4 + kis * k4,
+            x5 - ki * y5 - ri * k5 + kis * k5,
+        ]
+        for j in done:
+            new[j] = old[j]
+        p[i] = new
+        q0, q1, q2, q3, q4, q5 = p
+        q0[i], q1[i], q2[i], q3[i], q4[i], q5[i] = new
+        done.append(i)
+    return e / math.sqrt(s_inn)
+
+
+def _predict_cov3(
+    p: Matrix, fz: tuple[float, float, float], bias: tuple[float, float], qz: float, qb: float
+) -> None:
+    """P <- F P F^T + Q in place for the CO2 filter's states [z, s, b] (b: a random walk).
+
+    F = [[f00, 0, c], [f10, f11, d], [0, 0, 1]] with ``fz`` = (f00, f10, f11) and ``bias`` =
+    (c, d); Q adds ``qz`` on z (passed to s through F) and ``qb`` on b. Same arithmetic as
+    :func:`_predict_cov6`.
+    """
+    f00, f10, f11 = fz
+    c, d = bias
+    p0, p1, p2 = p
+    u0, u1, u2 = p0
+    v0, v1, v2 = p1
+    a0, a1, a2 = f00 * u0, f00 * u1, f00 * u2
+    b0, b1, b2 = f10 * u0 + f11 * v0, f10 * u1 + f11 * v1, f10 * u2 + f11 * v2
+    sens = c != 0.0 or d != 0.0
+    if sens:
+        r0, r1, r2 = p2
+        a0, a1, a2 = a0 + c * r0, a1 + c * r1, a2 + c * r2
+        b0, b1, b2 = b0 + d * r0, b1 + d * r1, b2 + d * r2
+    n00 = f00 * a0
+    n01 = f10 * a0 + f11 * a1
+    n11 = f10 * b0 + f11 * b1
+    if sens:
+        n00 += c * a2
+        n01 += d * a2
+        n11 += d * b2
+    share = f10 / f00 if f00 > 0.0 else 0.0
+    p0[0] = n00 + qz
+    p0[1] = p1[0] = n01 + share * qz
+    p1[1] = n11 + share * share * qz
+    p0[2] = p2[0] = a2
+    p1[2] = p2[1] = b2
+    p2[2] += qb
+
+
+def _correct3(w: list[float], p: Matrix, e: float, r: float) -> float:
+    """:func:`_correct6` for the CO2 filter's three states, none frozen."""
+    y0, y1, y2 = p[1]
+    s_inn = y1 + r
+    k = (y0 / s_inn, y1 / s_inn, y2 / s_inn)
+    k0, k1, k2 = k
+    row = (y0, y1, y2)
+    for i, ki in enumerate(k):
+        if ki != 0.0:
+            w[i] += ki * e
+    done: list[int] = []
+    for i, ki in enumerate(k):
+        if ki == 0.0:
+            continue
+        ri = row[i]
+        kis = ki * s_inn
+        old = p[i]
+        x0, x1, x2 = old
+        new = [
+            x0 - ki * y0 - ri * k0 + kis * k0,
+            x1 - ki * y1 - ri * k1 + kis * k1,
+            x2 - ki * y2 - ri * k2 + kis * k2,
+        ]
+        for j in done:
+            new[j] = old[j]
+        p[i] = new
+        q0, q1, q2 = p
+        q0[i], q1[i], q2[i] = new
+        done.append(i)
     return e / math.sqrt(s_inn)
 
 
@@ -510,6 +564,12 @@ class HeadspaceObserver:
         self.mfc_mean = (
             model.mfc_tau_s / dt * (1.0 - self.mfc_decay) if model.mfc_tau_s > 0 else 0.0
         )
+        # the process noise's constant variances, squared once
+        self._q_chamber = t.chamber_sd**2
+        self._q_gain = t.gain_sd**2
+        self._q_door = t.door_sd**2
+        self._q_lag = (t.lag_walk_sd * self.alpha) ** 2
+        self._q_co2_bias = t.co2_bias_sd**2
         self.started = False
         self.w = [X_AIR_O2, X_AIR_O2, 1.0, self.leak_nominal, 0.0, self.alpha]
         self.p: Matrix = [[0.0] * self.N for _ in range(self.N)]
@@ -618,8 +678,8 @@ class HeadspaceObserver:
         if self.co2_started:
             self._predict_co2(delayed)
             if co2 is not None:
-                _correct(self.wc, self.pc, co2 - self.wc[1], self.r_co2)
-                self.wc[0] = min(max(self.wc[0], 0.0), 1.0)
+                _correct3(self.wc, self.pc, co2 - self.wc[1], self.r_co2)
+                self.wc[0] = clip(self.wc[0], 0.0, 1.0)
         elif co2 is not None:
             self._start_co2(co2)
         self._forward()
@@ -630,12 +690,19 @@ class HeadspaceObserver:
         """Mean flows over the period behind a first-order MFC lag (exact, as the plant)."""
         if self.mfc_decay <= 0.0:
             return commanded
-        out = []
-        for i, sp in enumerate((commanded.n2, commanded.air, commanded.o2, commanded.co2)):
-            f = self.actual[i]
-            out.append(sp + (f - sp) * self.mfc_mean)
-            self.actual[i] = sp + (f - sp) * self.mfc_decay
-        return Flows(*out)
+        act, mean, decay = self.actual, self.mfc_mean, self.mfc_decay
+        n2, air, o2, co2 = commanded.n2, commanded.air, commanded.o2, commanded.co2
+        f0, f1, f2, f3 = act
+        act[0] = n2 + (f0 - n2) * decay
+        act[1] = air + (f1 - air) * decay
+        act[2] = o2 + (f2 - o2) * decay
+        act[3] = co2 + (f3 - co2) * decay
+        return Flows(
+            n2 + (f0 - n2) * mean,
+            air + (f1 - air) * mean,
+            o2 + (f2 - o2) * mean,
+            co2 + (f3 - co2) * mean,
+        )
 
     def _start(self, o2: float, co2: float | None, applied: Flows) -> None:
         self.started = True
@@ -682,8 +749,15 @@ class HeadspaceObserver:
         k = g * scale
         exch = leak + door
         inflow = u.total * k
-        z_new = _step(z, inflow, u.o2_in * k, exch, X_AIR_O2, dt)
-        phi = math.exp(-(inflow + exch) * dt)
+        # _step (inlined: its decay is the transition phi of the covariance too)
+        b = inflow + exch
+        phi = math.exp(-b * dt)
+        carried = u.o2_in * k + exch * X_AIR_O2
+        if b <= 1e-15:
+            z_new = z + carried * dt
+        else:
+            v_inf = carried / b
+            z_new = v_inf + (z - v_inf) * phi
         # sensitivities over one period (first order in dt is enough for the covariance)
         fg = dt * (u.o2_in - u.total * z) * scale
         fl = dt * (X_AIR_O2 - z)
@@ -696,16 +770,16 @@ class HeadspaceObserver:
         del fg
         if self.purging:  # the leak is frozen in purges: known to the filter, like g and a
             fl = 0.0
-        fp0 = [0.0, fl, fd, 0.0]
-        fp1 = [0.0, a * fl, a * fd, 0.0]
+        # fp0 = [0, fl, fd, 0], fp1 = a fp0 (g and a have none: see above)
         # g and a random-walk slowly so that the next purge horizon may re-learn them
-        qp = [
-            t.gain_sd**2,
+        qp = (
+            self._q_gain,
             (t.leak_sd * self.leak_scale) ** 2,
-            t.door_sd**2 if self.door else 0.0,
-            (t.lag_walk_sd * self.alpha) ** 2,
-        ]
-        _predict_cov(self.p, (phi, a * phi, 1.0 - a), fp0, fp1, t.chamber_sd**2, qp)
+            self._q_door if self.door else 0.0,
+            self._q_lag,
+        )
+        fz = (phi, a * phi, 1.0 - a)
+        _predict_cov6(self.p, fz, (fl, a * fl), (fd, a * fd), self._q_chamber, qp)
 
     def _correct_o2(self, y: float, detect: bool) -> None:
         self.readings.append(y)
@@ -731,7 +805,7 @@ class HeadspaceObserver:
             frozen = (*frozen, 3)  # a door is not a leak
         if self.purging:
             frozen = (*frozen, 3)  # next to full-flow purges a leak is unobservable
-        _correct(self.w, self.p, e, self.r_o2, frozen)
+        _correct6(self.w, self.p, e, self.r_o2, frozen)
 
     def _detect_door(self, nu: float) -> None:
         """Door detection from the O2 rise.
@@ -742,8 +816,10 @@ class HeadspaceObserver:
         if not self.door:
             # far above the balance *and* rising beyond noise over the last periods: a purge
             # whose model is still wrong falls slower than predicted but does not rise
+            if nu <= DOOR_SIGMAS:
+                return
             rise = self.readings[-1] - self.readings[0] if len(self.readings) > 1 else 0.0
-            if nu > DOOR_SIGMAS and rise > DOOR_SIGMAS * math.sqrt(2.0 * self.r_o2):
+            if rise > DOOR_SIGMAS * math.sqrt(2.0 * self.r_o2):
                 self._open_door()
             return
         d = self.w[4]
@@ -755,13 +831,21 @@ class HeadspaceObserver:
 
     def _clamp(self) -> None:
         w, t = self.w, self.tuning
-        w[0] = min(max(w[0], 0.0), 1.0)
-        w[1] = min(max(w[1], 0.0), 1.0)
-        w[2] = min(max(w[2], t.gain_min), t.gain_max)
-        w[3] = min(max(w[3], 0.0), t.leak_max_factor * self.leak_scale)
-        w[4] = max(w[4], 0.0) if self.door else 0.0
+        z, s, g, leak, door, a = w
+        # clip() written out: this runs every period and the values are nearly always inside
+        if not 0.0 <= z <= 1.0:
+            w[0] = clip(z, 0.0, 1.0)
+        if not 0.0 <= s <= 1.0:
+            w[1] = clip(s, 0.0, 1.0)
+        if not t.gain_min <= g <= t.gain_max:
+            w[2] = clip(g, t.gain_min, t.gain_max)
+        top = t.leak_max_factor * self.leak_scale
+        if not 0.0 <= leak <= top:
+            w[3] = clip(leak, 0.0, top)
+        w[4] = max(door, 0.0) if self.door else 0.0
         lo, hi = self.alpha_range
-        w[5] = min(max(w[5], lo), hi)
+        if not lo <= a <= hi:
+            w[5] = clip(a, lo, hi)
 
     def _predict_co2(self, u: Flows) -> None:
         w, dt, a = self.wc, self.dt, self.alpha_c
@@ -769,15 +853,20 @@ class HeadspaceObserver:
         k = self.w[2] / (60.0 * self.model.volume_l)
         exch = self.w[3] + self.w[4]
         inflow = u.total * k
-        z_new = _step(z, inflow, u.co2_in * k + bias, exch, X_AIR_CO2, dt)
-        phi = math.exp(-(inflow + exch) * dt)
+        b = inflow + exch  # _step inlined, as in _predict_o2
+        phi = math.exp(-b * dt)
+        carried = u.co2_in * k + bias + exch * X_AIR_CO2
+        if b <= 1e-15:
+            z_new = z + carried * dt
+        else:
+            v_inf = carried / b
+            z_new = v_inf + (z - v_inf) * phi
         w[0] = z_new
         w[1] = s + a * (z_new - s)
-        t = self.tuning
-        qz = t.chamber_sd**2
+        qz = self._q_chamber
         if self.door:  # the door's CO2 loss comes through the shared exchange rate, uncertain
             qz += (math.sqrt(max(self.p[4][4], 0.0)) * dt * z) ** 2
-        _predict_cov(self.pc, (phi, a * phi, 1.0 - a), [dt], [a * dt], qz, [t.co2_bias_sd**2])
+        _predict_cov3(self.pc, (phi, a * phi, 1.0 - a), (dt, a * dt), qz, self._q_co2_bias)
 
     def _settled(self) -> bool:
         """The O2 readings have drifted by no more than 3 sigma per dead time.
@@ -916,12 +1005,23 @@ class HeadspaceObserver:
         k = self.w[2] / (60.0 * self.model.volume_l)
         exch = self.w[3] + self.w[4]
         bias = self.wc[2]
-        hist = self.history
-        for i in range(1, len(hist)):
-            u = hist[i]
-            inflow = u.total * k
-            z = _step(z, inflow, u.o2_in * k, exch, X_AIR_O2, dt)
-            zc = _step(zc, inflow, u.co2_in * k + bias, exch, X_AIR_CO2, dt)
+        # _step inlined for both gases: they share the decay exp(-(inflow + exchange) dt)
+        o2_room, co2_room = exch * X_AIR_O2, exch * X_AIR_CO2
+        first = True
+        for u in self.history:
+            if first:  # the oldest entry is the period the filter has just predicted
+                first = False
+                continue
+            b = u.total * k + exch
+            if b <= 1e-15:
+                z += (u.o2_in * k + o2_room) * dt
+                zc += (u.co2_in * k + bias + co2_room) * dt
+                continue
+            e = math.exp(-b * dt)
+            v = (u.o2_in * k + o2_room) / b
+            z = v + (z - v) * e
+            v = (u.co2_in * k + bias + co2_room) / b
+            zc = v + (zc - v) * e
         self.o2_now = z
         self.co2_now = zc if self.co2_started else math.nan
 

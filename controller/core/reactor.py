@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core.gas import Co2Loop, GasFlows, O2Loop
-from controller.core.loops import BalanceLoop, LoopMode, LoopTuning
+from controller.core.loops import PURGING, BalanceLoop, LoopMode, LoopTuning
 from controller.core.observer import Flows, HeadspaceObserver, ObserverTuning
 from controller.core.process import X_AIR_O2, ProcessModel
 from controller.core.recipe import Phase, Ramp
@@ -178,13 +178,12 @@ class ReactorController:
             return {"o2": None, "co2": None}
         f = applied if applied is not None else self.flows
         last = Flows(f.n2_lpm, f.air_lpm, f.o2_lpm, f.co2_lpm)
-        purges = (LoopMode.PURGE_DOWN, LoopMode.PURGE_UP)
         obs.update(
             last,
             None if measured.o2_pct is None else measured.o2_pct / 100.0,
             None if measured.co2_pct is None else measured.co2_pct / 100.0,
             door_open,
-            purging=self.o2.mode in purges,
+            purging=self.o2.mode in PURGING,
         )
         if not obs.started:
             return {"o2": None, "co2": None}
@@ -195,14 +194,16 @@ class ReactorController:
 
     def _adapt(self, obs: HeadspaceObserver) -> None:
         """The gas loops take the observer's volume, leak and noise-tuned dead bands."""
-        sigmas = obs.tuning.dead_band_sigmas
+        t = obs.tuning
+        sigmas, band_max, band_min = t.dead_band_sigmas, t.dead_band_max_fs, t.dead_band_min_fs
+        volume_l, leak_lpm = obs.volume_l, obs.leak_lpm
         for loop, sd in ((self.o2, obs.o2_sd), (self.co2, obs.co2_sd)):
-            loop.volume_l = obs.volume_l
-            loop.leak_lpm = obs.leak_lpm
+            loop.volume_l = volume_l
+            loop.leak_lpm = leak_lpm
             loop.dead_band_rate = sigmas * loop.pi.kp_per_s * sd
             loop.dead_band_error = sigmas * sd
-            loop.dead_band_max_fs = obs.tuning.dead_band_max_fs
-            loop.dead_band_min_fs = obs.tuning.dead_band_min_fs
+            loop.dead_band_max_fs = band_max
+            loop.dead_band_min_fs = band_min
 
     def adapted(self) -> dict[str, float]:
         """What the observer learned about the vessel (volume L, leak L/min, flow gain)."""

@@ -174,13 +174,45 @@ class Phase(BaseModel):
         return None if self.o2_pct is None else self.o2_pct / 100.0
 
 
+class Growth(BaseModel):
+    """How the cells grow over the run (docs/recipes.md, ``[growth]``; docs/physics.md §B7).
+
+    dX/dt = r X, or the logistic r X (1 - X/K) with a cap K. It overrides the vessel's (twin) or
+    the site culture's (service) growth, so the cells' O2 uptake rises across a multi-day protocol.
+
+    Attributes:
+        rate_per_day: Growth rate r, 1/day (-2 to 5; ln 2 / doubling time in days).
+        max_cells_per_cm2: Cap K of a static culture (cells on a surface), cells/cm^2.
+        max_cells_per_ml: Cap K of a stirred culture (cells in the medium), cells/mL.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_per_day: float = Field(ge=-2, le=5)
+    max_cells_per_cm2: float | None = Field(default=None, gt=0, le=1e7)
+    max_cells_per_ml: float | None = Field(default=None, gt=0, le=1e9)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        capped = self.max_cells_per_cm2 is not None or self.max_cells_per_ml is not None
+        if capped and self.rate_per_day <= 0:
+            msg = (
+                f"a density cap needs a positive rate_per_day (got {self.rate_per_day:g}): "
+                "a culture that does not grow never reaches its cap (allowed: rate_per_day > 0 "
+                "with a cap, or no cap)"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class Recipe(BaseModel):
-    """A preconditioning protocol: a name and its ordered phases."""
+    """A preconditioning protocol: a name, its ordered phases and optionally how cells grow."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
+    growth: Growth | None = None
     phases: list[Phase] = Field(min_length=1, max_length=100)
 
     @model_validator(mode="after")
@@ -219,6 +251,38 @@ def check_feasible(recipe: Recipe, model: ProcessModel, source: str, vessel: str
             x_prev = phase.o2_pct / 100.0
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrorList(errors)
+
+
+def check_growth(
+    recipe: Recipe,
+    cells_per_cm2: float | None,
+    cells_per_ml: float | None,
+    source: str,
+    vessel: str,
+) -> None:
+    """Raise :class:`ConfigError` when the recipe's growth cap is below the starting density.
+
+    Args:
+        recipe: The recipe (nothing to check without ``[growth]``).
+        cells_per_cm2: Starting density of the vessel's static culture, cells/cm^2, or ``None``.
+        cells_per_ml: Starting density of its stirred culture, cells/mL, or ``None``.
+        source: File or command the recipe came from (for the message).
+        vessel: The vessel or reactor it runs on (for the message).
+    """
+    growth = recipe.growth
+    if growth is None:
+        return
+    for field, cap, start, unit in (
+        ("max_cells_per_cm2", growth.max_cells_per_cm2, cells_per_cm2, "cells/cm^2"),
+        ("max_cells_per_ml", growth.max_cells_per_ml, cells_per_ml, "cells/mL"),
+    ):
+        if cap is not None and start is not None and cap < start:
+            raise ConfigError(
+                source,
+                f"growth.{field}",
+                f"{cap:g} {unit} is below the starting density {start:g} {unit} of {vessel} "
+                f"(allowed: >= {start:g})",
+            )
 
 
 def _check_phase(

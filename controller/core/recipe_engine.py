@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.core.exposure import ExposureClock
+from controller.core.exposure import ExposureClock, cells_stats
 from controller.core.recipe import Harvest, HarvestAction, Phase, PhaseEnd, Recipe
 
 
@@ -49,6 +49,8 @@ class Measured:
     co2_pct: float | None = None
     temp_c: float | None = None
     do_pct: float | None = None
+    cells_o2_pct: float | None = None
+    """Estimated pericellular O2, %-equivalent (controller/core/pericellular.py), if tracked."""
 
 
 @dataclass(slots=True)
@@ -101,11 +103,19 @@ class RecipeEngine:
     Args:
         recipe: The validated recipe.
         excursion_debounce_s: Shortest out-of-band stay counted as an excursion, s.
+        track_cells: Keep a second exposure clock per gas-basis O2 phase, driven by
+            ``Measured.cells_o2_pct`` (the pericellular estimate) under the same rules; each
+            harvest's statistics then carry the cells side too (``cells_*`` keys,
+            :data:`controller.core.exposure.CELLS_KEYS`).
     """
 
-    def __init__(self, recipe: Recipe, excursion_debounce_s: float = 10.0) -> None:
+    def __init__(
+        self, recipe: Recipe, excursion_debounce_s: float = 10.0, *, track_cells: bool = False
+    ) -> None:
         self.recipe = recipe
         self.debounce_s = excursion_debounce_s
+        self.track_cells = track_cells
+        self.cells_clock: ExposureClock | None = None
         self.index = -1
         self.state = PhaseState.RUNNING
         self.phase_start_s = 0.0
@@ -147,8 +157,11 @@ class RecipeEngine:
             return [Event(now_s, "run_complete", {})]
         phase = self.recipe.phases[index]
         self.clock = None
+        self.cells_clock = None
         if phase.o2_pct is not None:
             self.clock = ExposureClock(phase.o2_pct, phase.o2_band_pct, self.debounce_s)
+            if self.track_cells and phase.o2_basis == "gas":
+                self.cells_clock = ExposureClock(phase.o2_pct, phase.o2_band_pct, self.debounce_s)
         return [
             Event(
                 now_s,
@@ -175,6 +188,8 @@ class RecipeEngine:
             return events
         value = measured.do_pct if phase.o2_basis == "dissolved" else measured.o2_pct
         in_band = self.clock.sample(now_s, dt_s, value) if self.clock else True
+        if self.cells_clock is not None:
+            self.cells_clock.sample(now_s, dt_s, measured.cells_o2_pct)
         if self.state is PhaseState.HELD:
             events.extend(self._harvests_waiting(now_s, phase))
         if self.state is not PhaseState.RUNNING:
@@ -234,6 +249,9 @@ class RecipeEngine:
     def _release(
         self, now_s: float, phase: Phase, harvest: Harvest, clock: ExposureClock, forced: bool
     ) -> list[Event]:
+        stats = clock.cut(now_s)
+        if self.cells_clock is not None:
+            stats.update(cells_stats(self.cells_clock.cut(now_s)))
         record = HarvestRecord(
             harvest.name,
             phase.name,
@@ -241,7 +259,7 @@ class RecipeEngine:
             clock.exposure_s,
             harvest.action.value,
             forced,
-            clock.cut(now_s),
+            stats,
             due_exposure_s=harvest.at_exposure_h * 3600.0,
         )
         self.harvests.append(record)
@@ -345,6 +363,8 @@ class RecipeEngine:
             "in_spec_since": self._in_spec_since,
             "finished": self.finished,
             "clock": self.clock.snapshot() if self.clock is not None else None,
+            "track_cells": self.track_cells,
+            "cells_clock": self.cells_clock.snapshot() if self.cells_clock is not None else None,
             "harvests": [asdict(h) for h in self.harvests],
             "pending": sorted(self.pending),
             "waiting": sorted(self.waiting),
@@ -355,7 +375,7 @@ class RecipeEngine:
         cls, recipe: Recipe, data: dict[str, Any], excursion_debounce_s: float = 10.0
     ) -> RecipeEngine:
         """Rebuild an engine from :meth:`snapshot` (same recipe)."""
-        engine = cls(recipe, excursion_debounce_s)
+        engine = cls(recipe, excursion_debounce_s, track_cells=bool(data.get("track_cells")))
         engine.index = int(data["index"])
         engine.state = PhaseState(data["state"])
         engine.phase_start_s = float(data["phase_start_s"])
@@ -365,6 +385,8 @@ class RecipeEngine:
         engine.finished = bool(data["finished"])
         clock = data["clock"]
         engine.clock = ExposureClock.restore(clock) if clock is not None else None
+        cells = data.get("cells_clock")
+        engine.cells_clock = ExposureClock.restore(cells) if cells is not None else None
         engine.harvests = [HarvestRecord(**h) for h in data["harvests"]]
         by_name = {h.name: h for h in engine.harvests}
         engine.pending = {name: by_name[name] for name in data["pending"]}

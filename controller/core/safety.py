@@ -40,6 +40,11 @@ class SafetyLimits(BaseModel):
         mfc_tolerance_lpm: An MFC further than this from its set point is not following, L/min.
         harvest_overdue_s: A released harvest unconfirmed after this is overdue, s.
         supply_check_s: Purge time after which O2 must have fallen as the model predicts, s.
+        cycle_late_ms: A cycle whose outputs are written later than this after its tick is
+            late, ms (controller/service/timing.py).
+        cycle_late_count: The ``cycle_late`` alarm's condition: at least this many late or
+            missed cycles among the last 60.
+        cycle_late_delay_s: Delay of the ``cycle_late`` alarm, s.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,6 +62,9 @@ class SafetyLimits(BaseModel):
     mfc_tolerance_lpm: float = Field(default=0.2, gt=0, le=100)
     harvest_overdue_s: float = Field(default=1800.0, gt=0, le=86400)
     supply_check_s: float = Field(default=120.0, gt=0, le=3600)
+    cycle_late_ms: float = Field(default=250.0, gt=0, le=60_000)
+    cycle_late_count: int = Field(default=5, ge=1, le=60)
+    cycle_late_delay_s: float = Field(default=10.0, ge=0, le=3600)
 
 
 @dataclass(slots=True)
@@ -83,6 +91,10 @@ class CycleView:
     """Why a configured gas cylinder runs out before the run ends (None: none does)."""
     cylinders_forecast: bool = False
     """True when cylinders are configured and a forecast has been made."""
+    late_cycles: int = 0
+    """Late or missed cycles among the last 60 (controller/service/timing.py)."""
+    calibration_due: str | None = None
+    """Sensors past the site's calibration interval, in words ("" none; None: no interval)."""
 
 
 def build_alarms(limits: SafetyLimits) -> AlarmSet:
@@ -98,12 +110,14 @@ def build_alarms(limits: SafetyLimits) -> AlarmSet:
         ("o2_disagree", Priority.MEDIUM, 60.0),
         ("gas_supply", Priority.CRITICAL, 0.0),
         ("gas_cylinder", Priority.HIGH, 0.0),
+        ("calibration_due", Priority.LOW, 0.0),
         ("mfc_not_following", Priority.MEDIUM, 30.0),
         ("o2_below_floor", Priority.CRITICAL, 0.0),
         ("temp_ceiling", Priority.CRITICAL, 0.0),
         ("harvest_due", Priority.MEDIUM, 0.0),
         ("harvest_overdue", Priority.HIGH, 0.0),
         ("data_gap", Priority.MEDIUM, 0.0),
+        ("cycle_late", Priority.MEDIUM, limits.cycle_late_delay_s),
     ):
         alarms.add(Alarm(name, priority, delay))
     return alarms
@@ -235,6 +249,10 @@ def alarm_conditions(
         (view.cylinder_shortfall is not None) if view.cylinders_forecast else None,
         view.cylinder_shortfall or "",
     )
+    conds["calibration_due"] = (
+        None if view.calibration_due is None else bool(view.calibration_due),
+        f"calibration due: {view.calibration_due}",
+    )
     if view.n2_actual_lpm is not None:
         off = abs(view.n2_actual_lpm - view.n2_set_lpm)
         conds["mfc_not_following"] = (
@@ -258,4 +276,11 @@ def alarm_conditions(
     overdue = sorted(n for n, t in pending.items() if view.now_s - t > limits.harvest_overdue_s)
     conds["harvest_overdue"] = (bool(overdue), "harvest overdue: " + ", ".join(overdue))
     conds["data_gap"] = (view.data_gap_s > 0, f"no control for {view.data_gap_s:.0f} s")
+    # deadband: once active, it returns to normal only after a window without a late cycle
+    late_floor = 1 if alarms.alarms["cycle_late"].active else limits.cycle_late_count
+    conds["cycle_late"] = (
+        view.late_cycles >= late_floor,
+        f"{view.late_cycles} of the last 60 cycles late (outputs more than "
+        f"{limits.cycle_late_ms:g} ms after their tick) or missed",
+    )
     return conds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.core.loops import BalanceLoop, LoopTuning, PurgeForecast
+from controller.core.numeric import clip
 from controller.core.process import ProcessModel
 
 
@@ -26,7 +27,7 @@ class TemperatureLoop(BalanceLoop):
         """Heater power for ``rate_des`` (K/s) at ``operating_point`` (degC)."""
         m = self.model
         loss_w = m.ua_w_per_k * (operating_point - m.room_temp_c)
-        self.heater_w = min(max(m.heat_capacity_j_per_k * rate_des + loss_w, 0.0), m.heater_max_w)
+        self.heater_w = clip(m.heat_capacity_j_per_k * rate_des + loss_w, 0.0, m.heater_max_w)
         return (self.heater_w - loss_w) / m.heat_capacity_j_per_k
 
     def full_actuation(self, up: bool) -> PurgeForecast | None:
@@ -74,7 +75,7 @@ class DissolvedO2Loop(BalanceLoop):
     def allocate(self, operating_point: float, rate_des: float) -> float:
         """Headspace O2 set point for ``rate_des`` (1/s) at ``operating_point`` (fraction)."""
         x_hs = operating_point + (rate_des + self.our_frac_per_s) / self.kla_per_s
-        self.headspace_sp = min(max(x_hs, 0.0), self.headspace_max)
+        self.headspace_sp = clip(x_hs, 0.0, self.headspace_max)
         return self.kla_per_s * (self.headspace_sp - operating_point) - self.our_frac_per_s
 
     def full_actuation(self, up: bool) -> PurgeForecast | None:

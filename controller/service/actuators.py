@@ -36,7 +36,9 @@ class ActuatorWriter:
     """Writes one reactor's :class:`Actuation` to its mixers, heater and harvest pump.
 
     Writes to different transports (buses, lines) run concurrently; writes on one transport one
-    after another, in a fixed order (mixers, heater, pump).
+    after another, in a fixed order (mixers, heater, pump). ``transport_of`` may name a lane per
+    device instead (a Modbus TCP gateway with several connections: its devices write in
+    parallel).
 
     Args:
         roles: The reactor's instruments by role.
@@ -122,7 +124,8 @@ class ActuatorWriter:
         self, t: float, role: str, write: Awaitable[None], value: float
     ) -> list[Event]:
         try:
-            await asyncio.wait_for(write, timeout=self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                await write
         except Exception as exc:  # verified write failed: alarm path, retried next cycle
             self._written.pop(role, None)
             error = "no answer within the cycle" if isinstance(exc, TimeoutError) else repr(exc)

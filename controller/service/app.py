@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import grp
 import json
 import logging
@@ -19,7 +20,7 @@ import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from common.config_errors import ConfigError, validate_model
 from controller.core.recipe import Recipe
@@ -28,6 +29,7 @@ from controller.service.audit import AuditTrail
 from controller.service.broker_access import embedded_broker
 from controller.service.calibration import (
     Calibrations,
+    CalibrationWatch,
     calibrate_readers,
     calibration_path,
     calibrations_due,
@@ -35,6 +37,7 @@ from controller.service.calibration import (
 )
 from controller.service.clock import CycleClock, ScaledClock
 from controller.service.commands import CommandProcessor, CommandResult
+from controller.service.commit_group import GroupCommitter
 from controller.service.journal import RunJournal, RunRecord
 from controller.service.mqtt_link import MqttLink
 from controller.service.overview import reactor_overview
@@ -43,6 +46,7 @@ from controller.service.recipe_source import RecipeSource
 from controller.service.runner import ReactorRunner
 from controller.service.site import SiteConfig
 from controller.service.startup import NotReady, check_ready, gas_problems
+from controller.service.timing import spread_phases
 from drivers.catalog import RoleSet, Transports, open_devices
 from telemetry.credentials import as_account
 from telemetry.topics import Topics
@@ -62,6 +66,11 @@ class Service:
     runners: dict[str, ReactorRunner] = field(default_factory=dict)
     initial_events: dict[str, list[Event]] = field(default_factory=dict)
     processor: CommandProcessor | None = None
+    schedule: Literal["spread", "queued"] = "spread"
+    """``spread``: each reactor cycles at its own phase of the period and the journal commits in
+    groups off the event loop (controller/service/timing.py, commit_group.py); ``queued``: every
+    reactor at the same instant, each committing on the event loop (the scheduling before issue
+    15, kept for benchmarks: bench/reactors.py)."""
 
 
 def open_state(site: SiteConfig) -> tuple[RunJournal, AuditTrail]:
@@ -205,6 +214,9 @@ async def build_service(
             cfg, opened[rid], journal, audit, clock, Topics(root, site.site), notify
         )
         runner.cylinders = [c for c in site.page.cylinders if c.reactor == rid]
+        runner.calibration = CalibrationWatch(
+            calibrations, rid, sorted(opened[rid].readers), site.calibration_interval_days
+        )
         if plan is None:
             assert recipe is not None  # noqa: S101 - checked above
             run_id = runner.start(recipe.recipe, recipe.text, recipe.sha256)
@@ -262,13 +274,20 @@ async def run_service(
         service.runners,
         service.processor,
         service.clock,
+        journal_config=service.site.journal,
+        partition=service.site.partition,
     )
     for runner in service.runners.values():
         runner.notify = link.notify
+    committer: GroupCommitter | None = None  # "spread": cycles and PUBACKs in shared rounds
+    if service.schedule == "spread":
+        committer = GroupCommitter(service.site.state_dir / "journal.sqlite")
+        await committer.open()
+        link.commits = committer
     link_stop = asyncio.Event()
     link_task = asyncio.create_task(link.run(link_stop), name="mqtt")
     try:
-        statuses = await _run_reactors(service, stop, on_ready)
+        statuses = await _run_reactors(service, stop, on_ready, committer)
         await _drain(link, service.journal)
         if before_broker_stop is not None:
             await before_broker_stop()  # e.g. an in-process recorder catching up
@@ -276,6 +295,9 @@ async def run_service(
         link_stop.set()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(link_task, timeout=10.0)
+        if committer is not None:
+            link.commits = None
+            await committer.close()
         if embedded is not None:
             await embedded.stop()
         server.close()
@@ -287,12 +309,52 @@ async def run_service(
 
 
 async def _run_reactors(
-    service: Service, stop: asyncio.Event | None, on_ready: Callable[[], None] | None
+    service: Service,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], None] | None,
+    committer: GroupCommitter | None = None,
 ) -> dict[str, str]:
-    """Run every reactor's cycle and watchdog until all runs end or ``stop`` is set."""
+    """Run every reactor's cycle and watchdog until all runs end or ``stop`` is set.
+
+    With ``service.schedule == "spread"`` each reactor cycles at its own phase of the period and
+    commits through ``committer``; ``queued``: all at the same instant, each on its own.
+    """
+    phases = dict.fromkeys(service.runners, 0.0)
+    if service.schedule == "spread":
+        phases = spread_phases(
+            {
+                rid: [
+                    str(getattr(d, "bus", None) or getattr(d, "line", "")) for d in r.config.devices
+                ]
+                for rid, r in service.runners.items()
+            }
+        )
+    for r in service.runners.values():
+        r.commits = committer
+    try:
+        return await _cycle_all(service, stop, on_ready, phases)
+    finally:
+        for r in service.runners.values():
+            r.commits = None
+
+
+async def _cycle_all(
+    service: Service,
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], None] | None,
+    phases: dict[str, float],
+) -> dict[str, str]:
+    """The reactors' cycle tasks (each at its phase) and watchdogs, until done or stopped."""
+    # what start-up built (site, drivers, runners, the page's history buffers) lives as long as
+    # the service: frozen out of the collector, a full collection no longer walks it (at
+    # hundreds of reactors those collections paused the loop for 100-200 ms)
+    gc.collect()
+    gc.freeze()
+    start_s = service.clock.monotonic()
     tasks = {
         rid: asyncio.create_task(
-            r.run_forever(service.initial_events.get(rid)), name=f"reactor-{rid}"
+            r.run_forever(service.initial_events.get(rid), start_s + phases[rid] * r.period_s),
+            name=f"reactor-{rid}",
         )
         for rid, r in service.runners.items()
     }

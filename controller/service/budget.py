@@ -17,12 +17,15 @@ Transactions per cycle, by what a device does for its roles:
 | heater, harvest_pump | 2 (verified write) |
 
 A transaction's worst case is ``timeout_s x (retries + 1)`` on a Modbus bus and
-``reply_timeout_s`` on an ASCII line. The site file is refused at load when a transport does not
-fit, naming the transport, its transactions and what timeout would fit.
+``reply_timeout_s`` on an ASCII line. A Modbus TCP bus with ``connections = k`` runs k
+transactions at a time, so its worst case is ``ceil(transactions / k)`` transactions long.
+The site file is refused at load when a transport does not fit, naming the transport, its
+transactions and what timeout would fit.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -66,11 +69,13 @@ class TransportLoad:
     transactions: int
     per_transaction_s: float
     deadline_s: float
+    slots: int = 1
+    """Transactions in flight at once (a Modbus TCP bus's ``connections``)."""
 
     @property
     def worst_s(self) -> float:
-        """Every transaction timing out on every try, s."""
-        return self.transactions * self.per_transaction_s
+        """Every transaction timing out on every try, ``slots`` at a time, s."""
+        return math.ceil(self.transactions / self.slots) * self.per_transaction_s
 
     @property
     def fits(self) -> bool:
@@ -80,11 +85,13 @@ class TransportLoad:
     def problem(self) -> str:
         """Why it does not fit, and what would."""
         setting = "timeout_s x (retries + 1)" if self.kind == "bus" else "reply_timeout_s"
+        more = ", or more connections to a Modbus TCP gateway" if self.kind == "bus" else ""
         return (
             f"{self.transactions} transactions per cycle x {self.per_transaction_s:g} s "
             f"= {self.worst_s:.2f} s exceeds the cycle deadline {self.deadline_s:.2f} s "
             f"({CYCLE_DEADLINE_SHARE:g} x the control period) (allowed: {setting} <= "
-            f"{self.deadline_s / self.transactions:.3f} s, or fewer devices on this {self.kind})"
+            f"{self.deadline_s / math.ceil(self.transactions / self.slots):.3f} s, or fewer "
+            f"devices on this {self.kind}{more})"
         )
 
 
@@ -103,13 +110,15 @@ def transport_loads(
         period[key] = min(period.get(key, period_s), period_s)
     loads: list[TransportLoad] = []
     for (kind, name), transactions in sorted(count.items()):
+        slots = 1
         if kind == "bus" and name in buses:
             s = buses[name]
             per_tx = s.timeout_s * (s.retries + 1)
+            slots = int(getattr(s, "connections", 1))
         elif kind == "line" and name in lines:
             per_tx = lines[name].reply_timeout_s
         else:
             continue  # an undefined transport is reported by the site's own check
         deadline = CYCLE_DEADLINE_SHARE * period[(kind, name)]
-        loads.append(TransportLoad(kind, name, transactions, per_tx, deadline))
+        loads.append(TransportLoad(kind, name, transactions, per_tx, deadline, slots))
     return loads

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -27,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config_errors import ConfigError
+from controller.core.gas_liquid import X_O2_DRY_AIR, vapour_pressure_mmhg
 from drivers.reading import Reading
 from drivers.registry import ReadFn, RoleSet
 
@@ -97,6 +98,26 @@ class Calibrations(BaseModel):
     def of(self, reactor: str, role: str) -> RoleCalibration | None:
         """The calibration of one reactor's role, if any."""
         return self.roles.get(f"{reactor}/{role}")
+
+
+MMHG_PER_MBAR = 760.0 / 1013.25
+
+
+def humid_air_o2_pct(temp_c: float, rh_pct: float, pressure_mbar: float) -> float:
+    """O2 in room air as a sensor reporting vol-% of the gas it sees reads it, %.
+
+    Dry air holds 20.946 % O2; water vapour dilutes it by its share of the total pressure:
+    ``20.946 * (1 - RH * p_sat(T) / P)`` (p_sat by Buck 1981, docs/physics.md §B6). At 22 degC,
+    50 % RH and 1013 mbar that is 20.67 %, 0.28 % below the dry figure — six times the 0.05 %
+    a span must reach. A sensor reporting O2 as ppO2 / P (the LuminOx) sees exactly this.
+
+    Args:
+        temp_c: Room air temperature, degC (0-40).
+        rh_pct: Its relative humidity, % (0-100).
+        pressure_mbar: Barometric pressure, mbar (500-1200).
+    """
+    water_mbar = rh_pct / 100.0 * vapour_pressure_mmhg(temp_c) / MMHG_PER_MBAR
+    return 100.0 * X_O2_DRY_AIR * (1.0 - water_mbar / pressure_mbar)
 
 
 def calibration_path(state_dir: Path) -> Path:
@@ -210,3 +231,67 @@ def calibrations_due(
             age_d = (now_utc - last).total_seconds() / 86400.0
             due[role] = f"last calibrated {last.astimezone(UTC):%Y-%m-%d} ({age_d:.0f} days ago)"
     return due
+
+
+CALIBRATION_CHECK_EVERY_S = 60.0
+"""How often a running reactor re-checks its calibrations' age, s of UTC."""
+
+
+def describe_calibration(calibration: RoleCalibration | None) -> str:
+    """One line for people: each point's step, reference, date and engineer."""
+    if calibration is None or calibration.last_utc() is None:
+        return "not calibrated"
+    parts = []
+    for step in ("zero", "span", "offset"):
+        p: CalPoint | None = getattr(calibration, step)
+        if p is not None:
+            parts.append(
+                f"{step} {p.reference:g} (read {p.raw:.3g}) {p.at_utc.astimezone(UTC):%Y-%m-%d} "
+                f"by {p.by}"
+            )
+    return "; ".join(parts)
+
+
+@dataclass(slots=True)
+class CalibrationWatch:
+    """The calibrations of one reactor's sensors while it runs: which are due, what is in force.
+
+    The service keeps one per reactor: the calibration-due alarm and the run's record use it.
+
+    Attributes:
+        calibrations: The site's calibrations as loaded at start-up (``hypoxia calibrate`` refuses
+            while the service runs, so they cannot change under a run).
+        reactor: The reactor's id.
+        roles: The reactor's sensor roles (``o2``, ``co2``, ``temperature`` …).
+        interval_days: The site's ``calibration_interval_days`` (``None``: never due).
+    """
+
+    calibrations: Calibrations
+    reactor: str
+    roles: list[str]
+    interval_days: float | None
+    due: dict[str, str] = field(default_factory=dict)
+    _checked_utc: datetime | None = None
+
+    def check(self, now_utc: datetime) -> str | None:
+        """The calibration-due message now (``None``: no interval set; ``""``: none due).
+
+        Else ``"o2: last calibrated 2026-01-02 (95 days ago); co2: never calibrated"``;
+        re-evaluated at most every :data:`CALIBRATION_CHECK_EVERY_S`.
+        """
+        if self.interval_days is None:
+            return None
+        checked = self._checked_utc
+        if checked is None or (now_utc - checked).total_seconds() >= CALIBRATION_CHECK_EVERY_S:
+            self.due = calibrations_due(
+                self.calibrations, self.reactor, self.roles, now_utc, self.interval_days
+            )
+            self._checked_utc = now_utc
+        return "; ".join(f"{role}: {why}" for role, why in sorted(self.due.items()))
+
+    def in_force(self) -> dict[str, str]:
+        """Role -> the calibration applied to its readings, in words."""
+        return {
+            role: describe_calibration(self.calibrations.of(self.reactor, role))
+            for role in self.roles
+        }

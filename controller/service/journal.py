@@ -5,9 +5,11 @@ and controller state, the run clock) and the events of that cycle. So a harvest 
 and journaled, or neither: a restart never repeats or skips one. The journal also keeps the runs
 (recipe with its SHA-256 and full text), every event, and outage windows.
 
-Stdlib ``sqlite3`` (not aiosqlite): one writer per reactor, sub-millisecond transactions at one per
-cycle, and the checkpoint must be committed before actuators move on the next cycle - a synchronous
-call gives that order with no thread hop.
+Stdlib ``sqlite3`` (not aiosqlite): sub-millisecond transactions, and the checkpoint must be
+committed before actuators move on the next cycle. The running service commits cycles through
+:class:`~controller.service.commit_group.GroupCommitter` (:meth:`RunJournal.commit_cycles` from a
+thread of its own: every reactor that finished meanwhile in one transaction); tests and one-off
+writes call :meth:`RunJournal.commit_cycle` directly.
 """
 
 from __future__ import annotations
@@ -70,6 +72,22 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(published, reactor, seq);
 """
 
+PRUNE_MAX_ROWS = 1_000
+"""Outbox rows deleted per prune step at most: 15-120 ms of write lock on the loaded reference
+machine, mostly the fsync (docs/performance.md), so a step never holds the cycles' commits back
+for long."""
+
+_PRUNE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox_pruned (
+    reactor TEXT PRIMARY KEY,
+    through_seq INTEGER NOT NULL
+);
+"""
+"""Per reactor, the highest sequence number pruned from the outbox (``RunJournal.prune_outbox``).
+
+``outbox.published`` is 0 until the broker's PUBACK, then the UTC milliseconds of that PUBACK
+(1 for rows acknowledged by a version that did not keep the time: they count as long ago)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -95,6 +113,42 @@ class OutboxMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class CycleCommit:
+    """One reactor's cycle as the journal writes it, already serialised (JSON text)."""
+
+    run_id: str
+    stamp: str
+    run_t_s: float
+    engine_json: str
+    controller_json: str
+    event_rows: list[tuple[str, str, float, str, str]]
+    outbox: list[OutboxMessage]
+
+    @classmethod
+    def of(
+        cls,
+        run_id: str,
+        utc: datetime,
+        run_t_s: float,
+        engine: dict[str, Any],
+        controller: dict[str, Any],
+        events: list[Event],
+        outbox: list[OutboxMessage] | None = None,
+    ) -> CycleCommit:
+        """Serialise a cycle now (the caller's dictionaries may change after this returns)."""
+        stamp = utc.isoformat()
+        return cls(
+            run_id,
+            stamp,
+            run_t_s,
+            json.dumps(engine),
+            json.dumps(controller),
+            [(run_id, stamp, ev.t_s, ev.kind, json.dumps(ev.detail, default=str)) for ev in events],
+            list(outbox or []),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Checkpoint:
     """The last committed state of a run."""
 
@@ -110,6 +164,7 @@ class RunJournal:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         conn.executescript(_SCHEMA)
+        conn.executescript(_PRUNE_SCHEMA)
         # FULL: a checkpoint survives a power loss too, not only a killed process (one fsync per
         # cycle); otherwise a lost commit could re-release a harvest or reuse sequence numbers
         conn.execute("PRAGMA synchronous = FULL")
@@ -169,35 +224,47 @@ class RunJournal:
         outbox: list[OutboxMessage] | None = None,
     ) -> None:
         """Write this cycle's checkpoint, events and outgoing MQTT messages atomically."""
-        stamp = utc.isoformat()
+        self.commit_cycles(
+            [CycleCommit.of(run_id, utc, run_t_s, engine, controller, events, outbox)]
+        )
+
+    def commit_cycles(
+        self, cycles: list[CycleCommit], published: list[tuple[str, int, int]] | None = None
+    ) -> None:
+        """Write the cycles of several reactors in **one** transaction (one fsync for all).
+
+        Each cycle's checkpoint, events and outbox messages stay atomic together, as with
+        :meth:`commit_cycle`; the group commit of the service (controller/service/commit_group.py)
+        calls this from its own thread with its own connection, with the PUBACKs the MQTT link
+        has had meanwhile (``published``: reactor, seq, acked UTC ms), marked in the same
+        transaction.
+        """
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
+            for reactor, seq, acked_ms in published or []:
+                self.mark_published(reactor, seq, acked_ms)
+            self.conn.executemany(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET "
                 "utc = excluded.utc, run_t_s = excluded.run_t_s, engine = excluded.engine, "
                 "controller = excluded.controller",
-                (run_id, stamp, run_t_s, json.dumps(engine), json.dumps(controller)),
+                [(c.run_id, c.stamp, c.run_t_s, c.engine_json, c.controller_json) for c in cycles],
             )
             self.conn.executemany(
                 "INSERT INTO events (run_id, utc, run_t_s, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (run_id, stamp, ev.t_s, ev.kind, json.dumps(ev.detail, default=str))
-                    for ev in events
-                ],
+                [row for c in cycles for row in c.event_rows],
             )
-            if outbox:
-                self.conn.executemany(
-                    "INSERT INTO outbox (reactor, seq, topic, payload) VALUES (?, ?, ?, ?)",
-                    [(m.reactor, m.seq, m.topic, m.payload) for m in outbox],
-                )
+            self.conn.executemany(
+                "INSERT INTO outbox (reactor, seq, topic, payload) VALUES (?, ?, ?, ?)",
+                [(m.reactor, m.seq, m.topic, m.payload) for c in cycles for m in c.outbox],
+            )
 
     # ------------------------------------------------------------------------------- outbox
     def next_seq(self, reactor: str) -> int:
-        """The next MQTT sequence number of ``reactor`` (1 for a new reactor)."""
+        """The next MQTT sequence number of ``reactor`` (1 for a new reactor; never reused)."""
         row = self.conn.execute(
             "SELECT MAX(seq) FROM outbox WHERE reactor = ?", (reactor,)
         ).fetchone()
-        return int(row[0] or 0) + 1
+        return max(int(row[0] or 0), self.pruned_through(reactor)) + 1
 
     def unpublished(self, limit: int = 500) -> list[OutboxMessage]:
         """Messages the broker has not acknowledged yet, oldest first per reactor."""
@@ -208,11 +275,64 @@ class RunJournal:
         ).fetchall()
         return [OutboxMessage(*row) for row in rows]
 
-    def mark_published(self, reactor: str, seq: int) -> None:
-        """The broker acknowledged message ``seq`` of ``reactor``."""
+    def mark_published(self, reactor: str, seq: int, acked_ms: int) -> None:
+        """The broker acknowledged message ``seq`` of ``reactor`` at ``acked_ms`` (UTC ms)."""
         self.conn.execute(
-            "UPDATE outbox SET published = 1 WHERE reactor = ? AND seq = ?", (reactor, seq)
+            "UPDATE outbox SET published = ? WHERE reactor = ? AND seq = ?",
+            (max(1, acked_ms), reactor, seq),
         )
+
+    def mark_published_many(self, acked: list[tuple[str, int, int]]) -> None:
+        """Several PUBACKs, each (reactor, seq, acked UTC ms), in one transaction (one fsync).
+
+        The MQTT link marks a batch at once: one fsync per message blocked the event loop for
+        milliseconds each, which at hundreds of reactors was most of every second.
+        """
+        if not acked:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for reactor, seq, acked_ms in acked:
+                self.mark_published(reactor, seq, acked_ms)
+
+    # ------------------------------------------------------------------------- outbox pruning
+    def prune_outbox(self, acked_before_ms: int, max_rows: int = PRUNE_MAX_ROWS) -> int:
+        """Delete up to ``max_rows`` outbox rows acknowledged before ``acked_before_ms`` (UTC ms).
+
+        The oldest acknowledged first, in the order of the ``outbox_pending`` index
+        (``published`` leads it): one ``DELETE`` of an index range, after noting per reactor the
+        highest number deleted (``outbox_pruned``: sequence numbers are never reused, and a
+        replay request for a pruned number is answered as such). Messages of a reactor are
+        acknowledged in order, so what is pruned is always a prefix of its stream. ``max_rows``
+        keeps the write lock short (the cycles' commits wait for it); returns the rows deleted,
+        ``max_rows`` when more are due. The space is reused by new rows (the file stops growing
+        once the window is full); nothing is vacuumed.
+        """
+        args = (acked_before_ms - 1, max_rows)  # the same rows, in index order, in both
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "INSERT INTO outbox_pruned (reactor, through_seq) "
+                "SELECT reactor, MAX(seq) FROM (SELECT reactor, seq FROM outbox "
+                "WHERE published BETWEEN 1 AND ? ORDER BY published, reactor, seq LIMIT ?) "
+                "GROUP BY reactor "
+                "ON CONFLICT (reactor) DO UPDATE SET "
+                "through_seq = MAX(through_seq, excluded.through_seq)",
+                args,
+            )
+            cursor = self.conn.execute(
+                "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox "
+                "WHERE published BETWEEN 1 AND ? ORDER BY published, reactor, seq LIMIT ?)",
+                args,
+            )
+        return cursor.rowcount
+
+    def pruned_through(self, reactor: str) -> int:
+        """The highest sequence number of ``reactor`` no longer held (0: nothing pruned)."""
+        row = self.conn.execute(
+            "SELECT through_seq FROM outbox_pruned WHERE reactor = ?", (reactor,)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def replay(
         self, reactor: str, from_seq: int, to_seq: int, limit: int = 10_000

@@ -9,7 +9,12 @@
   trail's head moves) and once more on a clean shutdown, with the reactor's ``last_seq`` and the
   audit head (docs/mqtt.md): a recorder learns of a lost tail of the stream, and keeps an external
   copy of the audit head.
-* Answers replay requests from recorders by re-publishing held messages with ``"replay": true``.
+* Answers replay requests from recorders by re-publishing held messages with ``"replay": true``;
+  a request reaching below what the outbox still holds is answered on ``replay/result`` with the
+  highest number pruned (:meth:`RunJournal.prune_outbox`), so the recorder records those numbers
+  as lost at once instead of asking into silence.
+* Prunes the outbox every ``[journal] prune_every_s``: rows the broker acknowledged longer ago
+  than ``replay_window_h`` (docs/reliability.md, "Replay window").
 * Receives commands on ``.../{reactor}/cmd/{user}``: the user comes from the topic (the broker's
   ACL makes it authentic), the reactor from the topic; exactly one result is published on
   ``.../cmd_result/{user}`` per command, whatever arrives.
@@ -31,8 +36,10 @@ import aiomqtt
 from common.backoff import Backoff
 from controller.service.clock import CycleClock
 from controller.service.commands import MAX_COMMAND_BYTES, CommandProcessor
-from controller.service.journal import RunJournal
+from controller.service.commit_group import GroupCommitter
+from controller.service.journal import PRUNE_MAX_ROWS, RunJournal
 from controller.service.runner import ReactorRunner
+from controller.service.site import JournalConfig
 from telemetry.client import client_for
 from telemetry.config import BrokerConfig
 from telemetry.messages import audit_head_field, dumps
@@ -46,6 +53,8 @@ REPLAY_MAX = 1_000_000
 """Longest range one replay request is served for."""
 REPLAY_QUEUE = 200
 """Replay requests waiting at most; more are dropped (recorders repeat their requests)."""
+COMMAND_SUBSCRIBE_BATCH = 100
+"""Topics per SUBSCRIBE packet when a partition subscribes to its reactors' command topics."""
 
 
 class MqttLink:
@@ -59,6 +68,8 @@ class MqttLink:
         runners: dict[str, ReactorRunner],
         processor: CommandProcessor,
         clock: CycleClock,
+        journal_config: JournalConfig | None = None,
+        partition: str | None = None,
     ) -> None:
         self.broker = broker
         self.topics = topics
@@ -72,6 +83,18 @@ class MqttLink:
         self.connected_once = False
         self.published = 0
         self._state_sent: dict[str, tuple[int, tuple[int, str]]] = {}
+        self.journal_config = journal_config or JournalConfig()
+        suffix = f"-{partition}" if partition else ""
+        self.client_id = f"hypoxia-controller-{topics.site}{suffix}"
+        """One per controller process: a partition's own (site files with ``partition``)."""
+        self.status_topic = topics.partition_status(partition)
+        self.partition = partition
+        """This process's partition of the site (its own audit trail and status topic)."""
+        self.pruned = 0
+        """Outbox rows pruned since start."""
+        self.commits: GroupCommitter | None = None
+        """The service's group commit: PUBACKs are marked in its rounds (None: here, at once)."""
+        self._next_prune_s = clock.monotonic() + self.journal_config.prune_every_s
 
     def notify(self) -> None:
         """A cycle has put messages in the outbox."""
@@ -107,12 +130,10 @@ class MqttLink:
                 sleeper.cancel()
 
     async def _session(self, stop: asyncio.Event) -> None:
-        will = aiomqtt.Will(self.topics.controller_status, b"lost", qos=1, retain=True)
-        async with client_for(
-            self.broker, f"hypoxia-controller-{self.topics.site}", will
-        ) as client:
-            await client.publish(self.topics.controller_status, b"online", qos=1, retain=True)
-            await client.subscribe(self.topics.commands, qos=1)
+        will = aiomqtt.Will(self.status_topic, b"lost", qos=1, retain=True)
+        async with client_for(self.broker, self.client_id, will) as client:
+            await client.publish(self.status_topic, b"online", qos=1, retain=True)
+            await self._subscribe_commands(client)
             await client.subscribe(self.topics.replay_request, qos=1)
             self._state_sent.clear()
             self.connected.set()
@@ -124,6 +145,7 @@ class MqttLink:
                 while not stop.is_set():
                     await self._publish_states(client)
                     await self._pump(client)
+                    self._maybe_prune()
                     if listener.done():
                         listener.result()  # re-raise a lost connection
                     self.wake.clear()
@@ -137,7 +159,7 @@ class MqttLink:
                 await self._pump(client)
                 # the final state: its last_seq covers everything pumped since the last change
                 await self._publish_states(client, force=True)
-                await client.publish(self.topics.controller_status, b"offline", qos=1, retain=True)
+                await client.publish(self.status_topic, b"offline", qos=1, retain=True)
             finally:
                 for task in (listener, replayer):
                     task.cancel()
@@ -145,14 +167,59 @@ class MqttLink:
                         await task
                 self.connected.clear()
 
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        """The command topics this process answers.
+
+        A site's one controller answers every command of the site (a command for a reactor it
+        does not run is refused, and answered). A partition answers only its own reactors': each
+        command gets exactly one answer, from the process that runs the reactor.
+        """
+        if self.partition is None:
+            await client.subscribe(self.topics.commands, qos=1)
+            return
+        topics = [(self.topics.reactor_commands(rid), 1) for rid in sorted(self.runners)]
+        for start in range(0, len(topics), COMMAND_SUBSCRIBE_BATCH):
+            await client.subscribe(topics[start : start + COMMAND_SUBSCRIBE_BATCH])
+
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Publish every unacknowledged outbox message, oldest first, marking each on PUBACK."""
+        """Publish every unacknowledged outbox message, oldest first, marking them on PUBACK.
+
+        The acknowledged messages of a batch are marked in one transaction when the batch ends
+        (or the connection drops): a crash in between only publishes some of them again, which
+        consumers take as duplicates (docs/mqtt.md).
+        """
         while batch := self.journal.unpublished(500):
-            for message in batch:
-                await client.publish(message.topic, message.payload.encode(), qos=1)
-                self.journal.mark_published(message.reactor, message.seq)
-                self.published += 1
+            acked: list[tuple[str, int, int]] = []
+            try:
+                for message in batch:
+                    await client.publish(message.topic, message.payload.encode(), qos=1)
+                    acked_ms = int(self.clock.utc().timestamp() * 1000)
+                    acked.append((message.reactor, message.seq, acked_ms))
+                    self.published += 1
+            finally:
+                if self.commits is not None:  # with the cycles' next round, off the event loop
+                    await self.commits.mark_published(acked)
+                else:
+                    self.journal.mark_published_many(acked)
         self.idle.set()
+
+    def _maybe_prune(self) -> None:
+        """Every ``prune_every_s``: drop acknowledged rows older than the replay window.
+
+        In steps of at most ``PRUNE_MAX_ROWS`` rows, one per wake of the link while more are due,
+        so no step holds the event loop or the journal's write lock for long.
+        """
+        now_s = self.clock.monotonic()
+        if now_s < self._next_prune_s:
+            return
+        window_ms = int(self.journal_config.replay_window_h * 3_600_000)
+        cutoff_ms = int(self.clock.utc().timestamp() * 1000) - window_ms
+        deleted = self.journal.prune_outbox(cutoff_ms, PRUNE_MAX_ROWS)
+        self.pruned += deleted
+        more = deleted >= PRUNE_MAX_ROWS
+        self._next_prune_s = now_s if more else now_s + self.journal_config.prune_every_s
+        if deleted:
+            log.debug("outbox: pruned %d messages acknowledged before the replay window", deleted)
 
     async def _publish_states(self, client: aiomqtt.Client, *, force: bool = False) -> None:
         """Publish each reactor's retained state if it (or the audit head) changed since sent."""
@@ -161,7 +228,7 @@ class MqttLink:
             sent = (runner.state_version, head)
             if force or self._state_sent.get(rid) != sent:
                 message = runner.state_message()
-                message["audit_head"] = audit_head_field(*head)
+                message["audit_head"] = audit_head_field(*head, self.partition)
                 payload = dumps(message).encode()
                 await client.publish(self.topics.state(rid), payload, qos=1, retain=True)
                 self._state_sent[rid] = sent
@@ -247,6 +314,10 @@ class MqttLink:
             log.warning("ignoring malformed replay request %r", payload[:200])
             return
         first, last = max(1, first), min(last, first + REPLAY_MAX)
+        pruned = self.journal.pruned_through(reactor)
+        if first <= pruned and first <= last:
+            await self._answer_pruned(client, reactor, first, last, pruned)
+            first = pruned + 1
         while first <= last:  # in pages, so a long backfill is served whole
             page = self.journal.replay(reactor, first, last, limit=REPLAY_PAGE)
             if not page:
@@ -256,6 +327,26 @@ class MqttLink:
                 message["replay"] = True
                 await client.publish(held.topic, dumps(message).encode(), qos=1)
             first = page[-1].seq + 1
+
+    async def _answer_pruned(
+        self, client: aiomqtt.Client, reactor: str, first: int, last: int, pruned: int
+    ) -> None:
+        """Say that ``first``..``min(last, pruned)`` are no longer held (docs/mqtt.md)."""
+        window_h = self.journal_config.replay_window_h
+        answer = {
+            "v": 1,
+            "reactor": reactor,
+            "from_seq": first,
+            "to_seq": last,
+            "pruned_through": pruned,
+            "replay_window_h": window_h,
+            "message": (
+                f"seq {first}-{min(last, pruned)} of {reactor} are no longer held: the outbox "
+                f"keeps acknowledged messages for {window_h:g} h (replay_window_h)"
+            ),
+        }
+        await client.publish(self.topics.replay_result, dumps(answer).encode(), qos=1)
+        log.warning("replay request: %s", answer["message"])
 
 
 REQUEST_ID_MAX_CHARS = 128

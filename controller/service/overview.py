@@ -40,7 +40,11 @@ def _utc(started: datetime | None, t_s: float | None) -> str | None:
 
 
 def values(runner: ReactorRunner) -> dict[str, dict[str, Any]]:
-    """O2, CO2, temperature (and DO when present): value, quality, set point, band, in band."""
+    """O2, CO2, temperature (and DO when present): value, quality, set point, band, in band.
+
+    A reactor with ``[reactors.culture]`` also shows ``cells``: the estimated pericellular O2
+    against the gas O2 set point and band (quality ``estimate``; docs/physics.md §B7).
+    """
     phase = runner.phase
     readings = runner.snapshot.readings
     out: dict[str, dict[str, Any]] = {}
@@ -56,6 +60,19 @@ def values(runner: ReactorRunner) -> dict[str, dict[str, Any]]:
         sp = phase.o2_pct if dissolved and phase is not None else None
         band = phase.o2_band_pct if dissolved and phase is not None else None
         out["do"] = _value(readings["do"], "%", sp, band)
+    if runner.cells is not None:
+        gas = phase is not None and phase.o2_basis == "gas" and phase.o2_pct is not None
+        estimate = runner.snapshot.pericellular_o2_pct
+        out["cells"] = _value(
+            {
+                "value": estimate,
+                "quality": "estimate" if estimate is not None else "untrusted",
+                "reason": "" if estimate is not None else "no trusted headspace O2 reading",
+            },
+            "%",
+            phase.o2_pct if gas and phase is not None else None,
+            phase.o2_band_pct if gas and phase is not None else None,
+        )
     return out
 
 

@@ -22,14 +22,17 @@ from typing import Any
 from common.config_errors import ConfigError
 from controller.core.alarms import Alarm, AlarmSet
 from controller.core.monitor import PurgeWatch, SettleTracker
+from controller.core.pericellular import MBAR_PER_MMHG, PericellularEstimator
 from controller.core.reactor import Actuation, ReactorController
-from controller.core.recipe import Phase, Recipe, check_feasible
+from controller.core.recipe import Phase, Recipe, check_feasible, check_growth
 from controller.core.recipe_engine import Event, Measured, PhaseState, RecipeEngine
 from controller.core.safety import CycleView, Interlocks, alarm_conditions, build_alarms
 from controller.service import resume as resume_policy
 from controller.service.actuators import ActuatorWriter
 from controller.service.audit import AuditTrail
+from controller.service.calibration import CalibrationWatch
 from controller.service.clock import CycleClock
+from controller.service.commit_group import GroupCommitter
 from controller.service.intents import (
     Abort,
     Acknowledge,
@@ -46,12 +49,13 @@ from controller.service.intents import (
     StateIntent,
     Stop,
 )
-from controller.service.journal import OutboxMessage, RunJournal, RunRecord
+from controller.service.journal import CycleCommit, OutboxMessage, RunJournal, RunRecord
 from controller.service.page_config import CylinderConfig
 from controller.service.shaping import Snapshot, TelemetryShaper, reading_dict
 from controller.service.site import ReactorConfig
 from controller.service.startup import needed_sources
 from controller.service.supply import gas_forecast
+from controller.service.timing import CycleTiming
 from controller.service.watchdog import WatchdogThread
 from drivers.catalog import RoleSet, device_roles
 from drivers.errors import as_driver_error
@@ -102,6 +106,10 @@ class ReactorRunner:
         self.listeners: list[Callable[[ReactorRunner, list[Event]], None]] = []
         """Called after every committed cycle with its events (operator page, notifications)."""
         self.period_s = config.process.control_period_s
+        self.timing = CycleTiming(self.period_s, config.limits.cycle_late_ms / 1000.0)
+        """Lateness and overruns of this reactor's cycles (telemetry, ``cycle_late`` alarm)."""
+        self.commits: GroupCommitter | None = None
+        """The service's group commit; None: each cycle commits on the journal's connection."""
         self.time_scale = float(getattr(clock, "speed", 1.0))
         """Simulated seconds per wall second (1: real time); readings are marked simulated else."""
         self.controller = ReactorController(config.process, config.tuning)
@@ -119,7 +127,7 @@ class ReactorRunner:
         self.finished = False  # the cycle task has ended: no command can act any more
         deadline_s = CYCLE_DEADLINE_SHARE * self.period_s
         transport_of = {
-            role: str(getattr(d, "bus", None) or getattr(d, "line", ""))
+            role: _write_lane(d.name, str(getattr(d, "bus", None) or getattr(d, "line", "")), roles)
             for d in config.devices
             for role in device_roles(d)
         }
@@ -138,6 +146,10 @@ class ReactorRunner:
         """The latest cylinder forecast (every ``SUPPLY_EVERY_S`` of run time)."""
         self._supply_at_s = -float("inf")
         self._shortfall: str | None = None
+        self.calibration: CalibrationWatch | None = None
+        """This reactor's sensor calibrations (due alarm, record), set by the service."""
+        self.cells: PericellularEstimator | None = None
+        """Pericellular O2 estimator of the reactor's ``[reactors.culture]`` (none without)."""
         self.settled = SettleTracker()
         self.purge = PurgeWatch(
             config.process, self.controller.o2.dead_time_s, config.limits.supply_check_s
@@ -157,11 +169,12 @@ class ReactorRunner:
     def start(self, recipe: Recipe, recipe_toml: str, sha256: str) -> str:
         """Start a new run of ``recipe``; raises ``ConfigError`` if the vessel cannot do it."""
         check_feasible(recipe, self.config.process, "recipe", self.config.id)
+        self.cells = self._cells_estimator(recipe)
         now = self.clock.utc()
         run_id = self.journal.start_run(self.config.id, recipe.name, sha256, recipe_toml, now)
         self.run = self.journal.run(run_id)
         self.recipe = recipe
-        self.engine = RecipeEngine(recipe)
+        self.engine = RecipeEngine(recipe, track_cells=self.cells is not None)
         events = self.engine.start(0.0)
         self.controller.apply_phase(self.phase)
         self.journal.commit_cycle(
@@ -185,6 +198,7 @@ class ReactorRunner:
                 "recipe": recipe.name,
                 "sha256": sha256,
                 "time_scale": self.time_scale,
+                "calibration": self.calibration.in_force() if self.calibration else {},
             },
         )
         return run_id
@@ -203,6 +217,7 @@ class ReactorRunner:
         self.alarms.restore(state.get("alarms", {}))
         self.overrides = dict(state.get("overrides", {}))
         self.gas_used_l = {k: float(v) for k, v in state.get("gas_used_l", {}).items()}
+        self.cells = self._cells_estimator(recipe, state.get("pericellular"))
         now = self.clock.utc()
         self.data_gap_s = max(0.0, (now - ckpt.utc).total_seconds())
         self.journal.record_outage(run.run_id, ckpt.utc, now)
@@ -261,31 +276,79 @@ class ReactorRunner:
             return 0.0
         return (self.clock.utc() - self.run.started_utc).total_seconds()
 
+    def _cells_estimator(
+        self, recipe: Recipe, saved: dict[str, Any] | None = None
+    ) -> PericellularEstimator | None:
+        """The reactor's culture growing as the recipe says; restored from a checkpoint if any.
+
+        Raises ``ConfigError`` when the recipe's growth cap is below the culture's density.
+        """
+        culture = self.config.culture
+        if culture is None:
+            return None
+        check_growth(recipe, culture.cells_per_cm2, None, "recipe", self.config.id)
+        if recipe.growth is not None:
+            culture = culture.with_growth(
+                recipe.growth.rate_per_day, recipe.growth.max_cells_per_cm2
+            )
+        if saved:
+            return PericellularEstimator.restore(culture, saved)
+        return PericellularEstimator(culture)
+
+    def _measured(self, trusted: dict[str, float | None]) -> Measured:
+        """This cycle's trusted values, with what the cells see (the pericellular estimate).
+
+        The estimator (``[reactors.culture]``) takes the trusted headspace O2 and temperature,
+        and the barometric pressure of a ``pressure`` reading (mbar) where one exists.
+        """
+        measured = Measured(
+            o2_pct=trusted.get("o2"),
+            co2_pct=trusted.get("co2"),
+            temp_c=trusted.get("temperature"),
+            do_pct=trusted.get("do"),
+        )
+        if self.cells is not None:
+            pressure_mbar = trusted.get("pressure")
+            measured.cells_o2_pct = self.cells.update(
+                self.period_s,
+                measured.o2_pct,
+                measured.temp_c,
+                pressure_mbar / MBAR_PER_MMHG if pressure_mbar is not None else None,
+            )
+        return measured
+
     def _controller_state(self) -> dict[str, Any]:
         return {
             "controller": self.controller.snapshot(),
             "alarms": self.alarms.snapshot(),
             "overrides": self.overrides,
             "gas_used_l": self.gas_used_l,
+            "pericellular": self.cells.snapshot() if self.cells is not None else None,
             "wall_utc": self.clock.wall_utc().isoformat(),
         }
 
     # ------------------------------------------------------------------------------ the cycle
-    async def run_forever(self, initial_events: list[Event] | None = None) -> str:
+    async def run_forever(
+        self, initial_events: list[Event] | None = None, first_tick_s: float | None = None
+    ) -> str:
         """Cycle until the run ends; return its final status.
+
+        Ticks fall every period from ``first_tick_s`` (monotonic, s; default now): the service
+        gives each reactor its own phase (controller/service/timing.py). A tick that passes while
+        a cycle still runs is an overrun; whole periods missed are skipped, not caught up.
 
         An unexpected error ends the cycle loop in a known state: it is logged, every actuator is
         put in its safe state and the status is ``failed``.
         """
         pending = list(initial_events or [])
-        next_tick = self.clock.monotonic()
+        tick = self.clock.monotonic() if first_tick_s is None else first_tick_s
         try:
             while True:
-                await self.clock.sleep_until(next_tick)
-                next_tick += self.period_s
+                await self.clock.sleep_until(tick)
                 while not self.commands.empty():
                     pending += self.apply_command(self.commands.get_nowait())
-                status = await self.cycle(pending)
+                status = await self.cycle(pending, scheduled_s=tick)
+                tick = self.timing.next_tick(tick, self.clock.monotonic())
                 pending = []
                 if status != "active":
                     return status
@@ -298,20 +361,20 @@ class ReactorRunner:
         finally:
             self.finished = True
 
-    async def cycle(self, events: list[Event]) -> str:
-        """One read -> check -> control -> actuate -> record cycle; return the run status."""
+    async def cycle(self, events: list[Event], scheduled_s: float | None = None) -> str:
+        """One read -> check -> control -> actuate -> record cycle; return the run status.
+
+        ``scheduled_s`` is the cycle's tick (monotonic, s; default: now), from which its
+        lateness is measured.
+        """
         engine, run = self.engine, self.run
         if engine is None or run is None:
             return "idle"
+        scheduled = self.clock.monotonic() if scheduled_s is None else scheduled_s
         readings = await self._read_all()
         read_utc = self.clock.utc()
         trusted = {role: (r.value if r.trusted else None) for role, r in readings.items()}
-        measured = Measured(
-            o2_pct=trusted.get("o2"),
-            co2_pct=trusted.get("co2"),
-            temp_c=trusted.get("temperature"),
-            do_pct=trusted.get("do"),
-        )
+        measured = self._measured(trusted)
         t = self.run_t_s()
         index = engine.index
         events += engine.step(t, self.period_s, measured)
@@ -339,26 +402,13 @@ class ReactorRunner:
         if self.safe_state:  # restart policy "safe": outputs off until an operator restarts
             act = Actuation.safe()
         events += await self.outputs.write(t, act, measured.o2_pct)
-        for gas, lpm in (
-            ("n2", act.n2_lpm),
-            ("air", act.air_lpm),
-            ("o2", act.o2_lpm),
-            ("co2", act.co2_lpm),
-        ):
-            if lpm > 0.0:
-                self.gas_used_l[gas] = self.gas_used_l.get(gas, 0.0) + lpm * self.period_s / 60.0
+        self.timing.outputs_written(scheduled, self.clock.monotonic())
+        view.late_cycles = self.timing.late_cycles
+        self._count_gas(act)
         events += self.alarms.update(t, alarm_conditions(view, self.config.limits, self.alarms))
         self.data_gap_s = 0.0
-        self._record(t, readings, act, engine)
-        self.journal.commit_cycle(
-            run.run_id,
-            self.clock.utc(),
-            t,
-            engine.snapshot(),
-            self._controller_state(),
-            events,
-            self._outbox(read_utc, events, telemetry=True),
-        )
+        self._record(t, readings, act, engine, measured.cells_o2_pct)
+        await self._commit(run.run_id, t, engine, read_utc, events)
         self.shaper.track(self.phase, engine, self.alarms)
         if self.notify is not None:
             self.notify()
@@ -373,6 +423,39 @@ class ReactorRunner:
             await self.safe_outputs()
             return engine.state.value
         return "active"
+
+    def _count_gas(self, act: Actuation) -> None:
+        """Add this period's commanded flows to the gas used since the run started."""
+        for gas, lpm in (
+            ("n2", act.n2_lpm),
+            ("air", act.air_lpm),
+            ("o2", act.o2_lpm),
+            ("co2", act.co2_lpm),
+        ):
+            if lpm > 0.0:
+                self.gas_used_l[gas] = self.gas_used_l.get(gas, 0.0) + lpm * self.period_s / 60.0
+
+    async def _commit(
+        self, run_id: str, t: float, engine: RecipeEngine, read_utc: Any, events: list[Event]
+    ) -> None:
+        """Checkpoint, events and outbox of this cycle, durable before the outputs move again.
+
+        Through the service's group commit when it has one (shared transactions, off the event
+        loop: controller/service/commit_group.py), else on the journal's own connection.
+        """
+        commit = CycleCommit.of(
+            run_id,
+            self.clock.utc(),
+            t,
+            engine.snapshot(),
+            self._controller_state(),
+            events,
+            self._outbox(read_utc, events, telemetry=True),
+        )
+        if self.commits is not None:
+            await self.commits.commit(commit)
+        else:
+            self.journal.commit_cycles([commit])
 
     def _tell_listeners(self, events: list[Event]) -> None:
         """Hand the cycle's events to each listener; a failing listener never stops the cycle."""
@@ -399,7 +482,9 @@ class ReactorRunner:
 
     async def _read(self, read: Callable[[], Awaitable[Reading]]) -> Reading:
         try:
-            return await asyncio.wait_for(read(), timeout=CYCLE_DEADLINE_SHARE * self.period_s)
+            # asyncio.timeout, not wait_for: no extra task per read (thousands a second)
+            async with asyncio.timeout(CYCLE_DEADLINE_SHARE * self.period_s):
+                return await read()
         except Exception as exc:  # a faulty instrument degrades its own reading only
             deadline_s = CYCLE_DEADLINE_SHARE * self.period_s
             reason = (
@@ -438,6 +523,7 @@ class ReactorRunner:
             data_gap_s=self.data_gap_s,
             cylinder_shortfall=self._shortfall,
             cylinders_forecast=bool(self.cylinders) and bool(self.supply),
+            calibration_due=self.calibration.check(self.clock.utc()) if self.calibration else None,
         )
 
     def _forecast_supply(self, t: float) -> None:
@@ -458,7 +544,12 @@ class ReactorRunner:
         await self.outputs.safe_outputs()
 
     def _record(
-        self, t: float, readings: dict[str, Reading], act: Actuation, engine: RecipeEngine
+        self,
+        t: float,
+        readings: dict[str, Reading],
+        act: Actuation,
+        engine: RecipeEngine,
+        cells_o2_pct: float | None = None,
     ) -> None:
         phase = engine.phase
         self.snapshot = Snapshot(
@@ -470,6 +561,9 @@ class ReactorRunner:
             actuation=act.as_dict(),
             exposure_s=engine.clock.exposure_s if engine.clock else 0.0,
             harvests=[h.as_dict() for h in engine.harvests],
+            lateness_ms=round(self.timing.lateness_s * 1000.0, 1),
+            overruns=self.timing.overruns,
+            pericellular_o2_pct=cells_o2_pct,
         )
 
     def _outbox(self, utc: Any, events: list[Event], *, telemetry: bool) -> list[OutboxMessage]:
@@ -671,6 +765,16 @@ class ReactorRunner:
         )
         detail = {"verb": intent.verb, "user": intent.user, "why": why}
         return [Event(self.run_t_s(), "command_not_applied", detail)]
+
+
+def _write_lane(device: str, transport: str, roles: RoleSet) -> str:
+    """The lane of a device's writes: writes in one lane go one after another.
+
+    A transport is one lane; a Modbus TCP gateway carrying several transactions at once
+    (``connections`` > 1) has a lane per device.
+    """
+    hub = getattr(roles.devices.get(device), "hub", None)
+    return f"{transport}/{device}" if int(getattr(hub, "slots", 1)) > 1 else str(transport)
 
 
 def _final_state(intent: Stop | Abort) -> PhaseState:

@@ -33,6 +33,12 @@ class Snapshot:
     actuation: dict[str, float | bool] = field(default_factory=dict)
     exposure_s: float = 0.0
     harvests: list[dict[str, Any]] = field(default_factory=list)
+    lateness_ms: float = 0.0
+    """How late the cycle's outputs were written after its tick, ms (service/timing.py)."""
+    overruns: int = 0
+    """Ticks that passed while a cycle of this reactor was still running, since the start."""
+    pericellular_o2_pct: float | None = None
+    """Estimated O2 at the cells, %-equivalent (``[reactors.culture]``; None without one)."""
 
 
 def reading_dict(reading: Reading) -> dict[str, Any]:
@@ -105,6 +111,9 @@ class TelemetryShaper:
                 s.readings,
                 s.actuation,
                 alarms_active,
+                lateness_ms=s.lateness_ms,
+                overruns=s.overruns,
+                pericellular_o2_pct=s.pericellular_o2_pct,
             )
             out.append(OutboxMessage(rid, self.seq, topics.telemetry(rid), dumps(msg)))
             self.seq += 1

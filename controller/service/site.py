@@ -11,11 +11,13 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.config_errors import load_toml_model
+from common.config_errors import ConfigError, load_toml_model
+from controller.core.pericellular import CultureModel
 from controller.core.process import ProcessModel
 from controller.core.reactor import ControllerTuning
 from controller.core.safety import SafetyLimits
 from controller.service.budget import transport_loads
+from controller.service.limits import socket_path_problem, wire_time_problem
 from controller.service.page_config import NotificationsConfig, PageConfig
 from drivers.catalog import DeviceConfig, RegisterMapConfig, device_roles
 from drivers.transport.settings import ModbusBusSettings, SerialLineSettings
@@ -50,6 +52,9 @@ class ReactorConfig(_Strict):
             it (targets kept, no phase progress until an operator restarts it) or go ``safe``
             (gas and heater off, run held).
         devices: The instruments, each with its role.
+        culture: Optional static culture in the chamber (``[reactors.culture]``): with it the
+            service estimates the pericellular O2 every cycle from the measured headspace O2
+            (docs/physics.md §B7) and reports it in telemetry and harvest statistics.
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -60,6 +65,7 @@ class ReactorConfig(_Strict):
     setpoint_limits: SetpointLimits = SetpointLimits()
     tuning: ControllerTuning = ControllerTuning()
     devices: list[DeviceConfig] = Field(min_length=1)
+    culture: CultureModel | None = None
 
     @model_validator(mode="after")
     def _roles(self) -> Self:
@@ -107,10 +113,32 @@ class UserConfig(_Strict):
         return "*" in self.reactors or reactor in self.reactors
 
 
+class JournalConfig(_Strict):
+    """``[journal]``: how long the outbox keeps what the broker has acknowledged.
+
+    Attributes:
+        replay_window_h: A message acknowledged by the broker stays in the outbox at least this
+            long, so a recorder may ask for it again (docs/reliability.md, "Replay window");
+            older ones are pruned. At 774 bytes per reactor-second (docs/performance.md) the
+            outbox of 100 reactors holds about 0.28 GB per hour of window.
+        prune_every_s: How often the MQTT link prunes, s (one indexed DELETE each time).
+    """
+
+    replay_window_h: float = Field(default=12.0, gt=0, le=8760)
+    prune_every_s: float = Field(default=60.0, ge=1, le=3600)
+
+
 class SiteConfig(_Strict):
-    """The whole site file."""
+    """The whole site file.
+
+    ``partition`` names this controller process when the site's reactors are split among several
+    site files (one per process or host, same ``site`` id and broker root, disjoint reactors,
+    each its own ``state_dir``): it keeps the processes' MQTT client ids and ``controller/status``
+    topics apart (docs/scaling.md).
+    """
 
     site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    partition: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,15}$")
     simulated: bool = False
     state_dir: Path = Path("var")
     control_socket: Path | None = None
@@ -126,6 +154,7 @@ class SiteConfig(_Strict):
     )
     broker: BrokerConfig = BrokerConfig(embedded=True)
     recorder: RecorderConfig = RecorderConfig()
+    journal: JournalConfig = JournalConfig()
     page: PageConfig = PageConfig()
     notifications: NotificationsConfig = NotificationsConfig()
 
@@ -212,6 +241,10 @@ class SiteConfig(_Strict):
         """Every bus and line fits its worst case inside the cycle deadline (budget.py)."""
         devices = [(d, r.process.control_period_s) for r in self.reactors for d in r.devices]
         for load in transport_loads(devices, self.buses, self.lines):
+            wire = wire_time_problem(load, self.buses[load.name]) if load.kind == "bus" else None
+            if wire is not None:  # no timeout helps: the wire itself is too slow (limits.py)
+                msg = f"@buses.{load.name}.baudrate: {wire}"
+                raise ValueError(msg)
             if not load.fits:
                 where = "buses" if load.kind == "bus" else "lines"
                 field = "timeout_s" if load.kind == "bus" else "reply_timeout_s"
@@ -260,4 +293,9 @@ def load_site(path: Path) -> SiteConfig:
         updates["password_file"] = base / site.password_file
     if site.audit_key_file is not None and not site.audit_key_file.is_absolute():
         updates["audit_key_file"] = base / site.audit_key_file
-    return site.model_copy(update=updates) if updates else site
+    site = site.model_copy(update=updates) if updates else site
+    problem = socket_path_problem(site.socket_path)
+    if problem is not None:
+        field = "control_socket" if site.control_socket is not None else "state_dir"
+        raise ConfigError(str(path), field, problem)
+    return site

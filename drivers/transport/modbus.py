@@ -1,8 +1,16 @@
 """One shared pymodbus client per Modbus bus (RTU line or TCP connection).
 
-Design follows Home Assistant's ``ModbusHub``: all devices on a bus share one client, every
-transaction runs under one :class:`asyncio.Lock`, and errors are mapped to the driver layer's own
-exceptions (:mod:`drivers.errors`) so nothing above this module imports pymodbus.
+Design follows Home Assistant's ``ModbusHub``: all devices on a bus share the hub, and errors are
+mapped to the driver layer's own exceptions (:mod:`drivers.errors`) so nothing above this module
+imports pymodbus.
+
+**Concurrency.** pymodbus 3.16's async client holds one request in flight per connection (its
+``TransactionManager.execute`` runs under a lock until the reply), and its server handles one
+frame per received chunk, so requests cannot be pipelined by Modbus TCP transaction id over one
+connection with this library. A Modbus TCP bus therefore keeps ``connections`` clients to the
+same address (a slot each) and runs that many transactions at a time: the devices behind one
+gateway are read in parallel up to what the gateway accepts. An RTU bus (a serial line, or RTU
+frames over TCP) has one slot: its wire carries one transaction at a time.
 
 Failure handling, sized for a ~1 s control cycle:
 
@@ -117,8 +125,12 @@ class ModbusHub:
         self.name = name or default_name
         self.label = f"bus {self.name}"
         self.stats = HubStats()
-        self._client: _Client | None = None
-        self._lock = asyncio.Lock()
+        self.slots = settings.connections if isinstance(settings, ModbusTcpSettings) else 1
+        """Transactions in flight at once: one per connection (one on an RTU bus)."""
+        self._client: _Client | None = None  # slot 0: opened by connect(), tracked for causes
+        self._extra: list[_Client | None] = [None] * (self.slots - 1)  # slots 1..n-1, lazily
+        self._free = list(range(self.slots))[::-1]  # pop() hands out slot 0 first
+        self._lock = asyncio.Semaphore(self.slots)
         self._closed = False
         where = (
             f"{settings.host}:{settings.port}"
@@ -162,12 +174,19 @@ class ModbusHub:
         await self._tracker.start(self._open_once, wait_s)
 
     async def close(self) -> None:
-        """Close the connection; requests then fail as disconnected until :meth:`connect`."""
+        """Close the connections; requests then fail as disconnected until :meth:`connect`."""
         self._closed = True
-        async with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        for _ in range(self.slots):  # wait for the requests in flight
+            await self._lock.acquire()
+        try:
+            for client in [self._client, *self._extra]:
+                if client is not None:
+                    client.close()
+            self._client = None
+            self._extra = [None] * (self.slots - 1)
+        finally:
+            for _ in range(self.slots):
+                self._lock.release()
 
     async def __aenter__(self) -> ModbusHub:
         await self.connect()
@@ -336,6 +355,34 @@ class ModbusHub:
         error = serial_open_error(exc, self.label, s.port)
         return await asyncio.to_thread(refine_setting_error, error, s, self.label)
 
+    async def _ensure_extra(self, slot: int) -> _Client:
+        """The client of extra slot ``slot`` (>= 1), opened on first use or after a drop.
+
+        Opened only while the main connection is up (its tracker keeps the bus's causes and
+        back-off); a refused extra connection fails this request only.
+        """
+        client = self._extra[slot - 1]
+        if client is not None and client.connected:
+            return client
+        await self._ensure_connected()  # the bus is up, or this raises its cause
+        if client is None:
+            client = self._extra[slot - 1] = self._make_client()
+        try:
+            ok = await client.connect()
+        except Exception as exc:
+            client.close()
+            raise runtime_error(exc, self.label, f"connection {slot + 1}") from exc
+        if not ok:
+            client.close()
+            self.stats.connect_failures += 1
+            msg = (
+                f"{self.label}: connection {slot + 1} of {self.slots} refused (does the gateway "
+                "accept that many clients? lower 'connections')"
+            )
+            raise BusDisconnectedError(msg)
+        self.stats.connects += 1
+        return client
+
     async def _ensure_connected(self) -> _Client:
         if self._closed:
             raise BusDisconnectedError(f"{self.label} is closed")
@@ -362,7 +409,7 @@ class ModbusHub:
         return backoff
 
     async def _transact(self, unit: int, request: tuple[int, int, int], call: _Call) -> ModbusPDU:
-        """Run one request under the bus lock; ``request`` is (function code, address, count).
+        """Run one request on a free connection; ``request`` is (function code, address, count).
 
         This is the hot path (see bench/modbus_throughput.py): no per-call timers of our own
         (pymodbus bounds every try with ``timeout_s``), text formatting only on errors.
@@ -375,28 +422,11 @@ class ModbusHub:
                 f"next probe in {health.remaining_s():.1f} s"
             )
         async with self._lock:
-            client = self._client
-            if client is None or not client.connected:
-                client = await self._ensure_connected()
-            self.stats.requests += 1
+            slot = self._free.pop()
             try:
-                response = await call(client)
-            except ModbusIOException as exc:
-                health.failed()
-                what = _describe(request)
-                text = str(exc)
-                if "device id" in text or "transaction id" in text:
-                    raise ProtocolError(
-                        f"unit {unit} on {self.label}: {what}: reply from another id ({text})"
-                    ) from exc
-                self.stats.timeouts += 1
-                tries = self.settings.retries + 1
-                raise DeviceTimeoutError(
-                    f"no reply from unit {unit} on {self.label} to {what} "
-                    f"({tries} x {self.settings.timeout_s:g} s)"
-                ) from exc
-            except Exception as exc:  # ConnectionException, OSError, ModbusException ...
-                raise runtime_error(exc, self.label, f"unit {unit} {_describe(request)}") from exc
+                response = await self._on_slot(slot, unit, health, request, call)
+            finally:
+                self._free.append(slot)
         if health.failures:
             health.succeeded()
         if response.isError():
@@ -405,6 +435,36 @@ class ModbusHub:
             raise ModbusDeviceError(code, f"unit {unit} on {self.label}, {_describe(request)}")
         self.stats.ok += 1
         return response
+
+    async def _on_slot(
+        self, slot: int, unit: int, health: Backoff, request: tuple[int, int, int], call: _Call
+    ) -> ModbusPDU:
+        """One request of ``unit`` on connection ``slot``, failures mapped to driver errors."""
+        if slot == 0:
+            client = self._client
+            if client is None or not client.connected:
+                client = await self._ensure_connected()
+        else:
+            client = await self._ensure_extra(slot)
+        self.stats.requests += 1
+        try:
+            return await call(client)
+        except ModbusIOException as exc:
+            health.failed()
+            what = _describe(request)
+            text = str(exc)
+            if "device id" in text or "transaction id" in text:
+                raise ProtocolError(
+                    f"unit {unit} on {self.label}: {what}: reply from another id ({text})"
+                ) from exc
+            self.stats.timeouts += 1
+            tries = self.settings.retries + 1
+            raise DeviceTimeoutError(
+                f"no reply from unit {unit} on {self.label} to {what} "
+                f"({tries} x {self.settings.timeout_s:g} s)"
+            ) from exc
+        except Exception as exc:  # ConnectionException, OSError, ModbusException ...
+            raise runtime_error(exc, self.label, f"unit {unit} {_describe(request)}") from exc
 
 
 def _describe(request: tuple[int, int, int]) -> str:

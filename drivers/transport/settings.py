@@ -8,9 +8,9 @@ skipping it (see :class:`drivers.transport.modbus.ModbusHub`).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Parity = Literal["N", "E", "O"]
 
@@ -42,12 +42,28 @@ class ModbusTcpSettings(_BusTiming):
         port: TCP port, 1-65535 (502 is the Modbus default).
         framing: ``"socket"`` (standard Modbus TCP/MBAP) or ``"rtu"`` (RTU frames tunnelled over
             TCP, as cheap serial-to-Ethernet converters do).
+        connections: TCP connections the hub keeps to this address, each with one request in
+            flight (pymodbus's client waits for each reply before the next request): requests
+            of many devices on one gateway run this many at a time. At most what the gateway
+            accepts (Modbus TCP gateways typically take 4-32 clients); 1 with ``rtu`` framing,
+            whose serial bus behind the gateway carries one transaction at a time.
     """
 
     kind: Literal["tcp"] = "tcp"
     host: str = Field(min_length=1)
     port: int = Field(502, ge=1, le=65535)
     framing: Literal["socket", "rtu"] = "socket"
+    connections: int = Field(1, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _one_connection_for_rtu(self) -> Self:
+        if self.framing == "rtu" and self.connections != 1:
+            msg = (
+                f"connections = {self.connections} with framing = 'rtu': the serial bus behind "
+                "the gateway carries one transaction at a time (allowed: 1)"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class ModbusRtuSettings(_BusTiming):

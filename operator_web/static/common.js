@@ -52,7 +52,7 @@ const Page = {
 
   // ---- formatting
   num(v, d) { return v === null || v === undefined ? "–" : Number(v).toFixed(d); },
-  digits: { o2: 2, co2: 2, temp: 1, do: 1 },
+  digits: { o2: 2, co2: 2, temp: 1, do: 1, cells: 2 },
   dur(s) {
     if (s === null || s === undefined || !isFinite(s)) return "–";
     s = Math.max(0, Math.round(s));

@@ -5,7 +5,7 @@ const RID = decodeURIComponent(location.pathname.split("/").pop());
 let VIEW = null;
 const SIG = {};   // what each section was last built from (rebuild only on change)
 
-const NAMES = { o2: "O₂", co2: "CO₂", temp: "Temperature", do: "Dissolved O₂" };
+const NAMES = { o2: "O₂", co2: "CO₂", temp: "Temperature", do: "Dissolved O₂", cells: "O₂ at the cells (estimated)" };
 
 async function command(body) {
   body.run_id = VIEW.run_id;
@@ -19,10 +19,10 @@ function may(verb) { return verbs().includes(verb); }
 
 // ---------------------------------------------------------------- sections
 function renderValues(v) {
-  const html = ["o2", "co2", "temp", "do"].filter(k => v.values[k]).map(k => {
+  const html = ["o2", "co2", "temp", "do", "cells"].filter(k => v.values[k]).map(k => {
     const x = v.values[k], d = Page.digits[k];
     const sp = x.sp === null ? "not controlled" : `set point ${Page.num(x.sp, d)} ± ${Page.num(x.band, d)} ${x.unit}`;
-    const q = x.quality && !["good", "simulated"].includes(x.quality) ? ` · ${x.quality}: ${x.reason}` : "";
+    const q = x.quality && !["good", "simulated", "estimate"].includes(x.quality) ? ` · ${x.quality}: ${x.reason}` : "";
     return `<div class="value"><div class="label">${NAMES[k]}</div>
       <div class="v ${Page.valueClass(x)} num" data-var="${k}">${Page.num(x.value, d)} <small>${x.value === null ? "" : x.unit}</small></div>
       <div class="sp">${Page.esc(sp + q)}</div></div>`;

@@ -162,3 +162,28 @@ async def test_error_reply_is_bad_with_reason(
     assert reading.reason == (
         f"protocol_error: luminox on {line.label}: device error E 02 (invalid frame)"
     )
+
+
+async def test_barometer_role_serves_the_last_reports_pressure_without_a_transaction(
+    ascii_line: AsciiFactory, link: StaticPlantLink, clock: ManualClock
+) -> None:
+    """``barometer = true``: the 'pressure' role (mbar) for the pericellular estimate (§B7)."""
+    from drivers.luminox import LuminOxConfig
+
+    sim = LuminOxSim(link, pressure_mbar=948.0)
+    port, line = await ascii_line([sim])
+    config = LuminOxConfig(name="o2-lox", driver="luminox", line="o2-uart", barometer=True)
+    assert config.served_roles() == ["o2", "pressure"]
+    assert LuminOxConfig(name="x", driver="luminox", line="l").served_roles() == ["o2"]
+    sensor = LuminOx(line, clock=clock, max_age_s=3.0)
+    before = await sensor.read_pressure_mbar()
+    assert before.quality is Quality.BAD
+    assert before.reason.startswith("not_available")
+    await sensor.start()
+    await sensor.read_o2_pct()
+    pressure = await sensor.read_pressure_mbar()
+    assert pressure.quality is Quality.GOOD
+    assert pressure.value == 948.0
+    assert port.commands == ["M 1", "A"]  # the pressure cost no transaction of its own
+    clock.advance(3.5)
+    assert (await sensor.read_pressure_mbar()).quality is Quality.STALE
