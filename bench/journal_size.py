@@ -33,19 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from controller.service.site import JournalConfig  # noqa: E402
 from tests.servers import Mosquitto  # noqa: E402
-from tests.service_kit import site_file, stack  # noqa: E402
+from tests.service_kit import air_hold, site_file, stack  # noqa: E402
 from tests.test_recorder_tail import _published, controller_link  # noqa: E402
 
-RECIPE = """name = "air hold (journal size)"
-[[phases]]
-name = "air"
-o2_pct = 20.5
-o2_band_pct = 1.0
-co2_pct = 5.0
-co2_band_pct = 1.0
-until = "time"
-duration_h = 100.0
-"""
+RECIPE = air_hold("air hold (journal size)", 100.0)
 DAY_S = 86_400
 SITE_REACTORS = 100
 

@@ -24,6 +24,7 @@ import asyncio
 import math
 import random
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,10 @@ from operator_web.serve import PageServer
 from operator_web.web import OperatorPage
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.scale_kit import device_tables, workstation_process  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [  # Debian's chromium, as the tests launch it (tests/page_kit.py)
     "--no-sandbox",
@@ -81,21 +86,6 @@ BEGIN, END = "<!-- bench:operator-page:begin -->", "<!-- bench:operator-page:end
 PASSWORD = "bench-pw-1"  # noqa: S105 - a throw-away user of a temporary site
 
 
-PROCESS = """volume_l = 100.0
-leak_lpm = 0.1
-n2_max_lpm = 20.0
-air_max_lpm = 10.0
-o2_max_lpm = 0.0
-co2_max_lpm = 2.0
-transport_delay_s = 5.0
-o2_sensor_t63_s = 8.7
-co2_sensor_t63_s = 30.0
-temp_sensor_t63_s = 20.0
-heat_capacity_j_per_k = 60000.0
-ua_w_per_k = 8.0
-heater_max_w = 400.0
-room_temp_c = 21.0
-"""
 SENSORS = (
     'map.points = [{ name = "o2", kind = "input", address = 0, dtype = "float32", unit = "%" }, '
     '{ name = "co2", kind = "input", address = 2, dtype = "float32", unit = "%" }, '
@@ -115,18 +105,18 @@ def _site(tmp: Path) -> Path:
         ),
     ]
     for i in range(REACTORS):
-        rid, unit = f"ws{i + 1:02d}", 1
+        rid = f"ws{i + 1:02d}"
+        devices = [
+            (f"{rid}-sensors", "register_map", SENSORS),
+            *(
+                (f"{rid}-{role}", "alicat_modbus", f'role = "{role}"\nfull_scale_lpm = 20.0')
+                for role in ("n2_mixer", "air_mixer", "co2_mixer")
+            ),
+        ]
         parts.append(
             f'[[reactors]]\nid = "{rid}"\nname = "Workstation {i + 1}"\n'
-            f"[reactors.process]\n{PROCESS}"
-            f'[[reactors.devices]]\nname = "{rid}-sensors"\ndriver = "register_map"\n'
-            f'bus = "plant{i}"\nunit = {unit}\n{SENSORS}'
+            f"{workstation_process(air_max_lpm=10.0)}{device_tables(f'plant{i}', 1, devices)}"
         )
-        for k, role in enumerate(("n2_mixer", "air_mixer", "co2_mixer"), start=1):
-            parts.append(
-                f'[[reactors.devices]]\nname = "{rid}-{role}"\ndriver = "alicat_modbus"\n'
-                f'bus = "plant{i}"\nunit = {unit + k}\nrole = "{role}"\nfull_scale_lpm = 20.0\n'
-            )
     parts.append('[[users]]\nname = "erik"\nrole = "engineer"\n[page]\nport = 0\n')
     path = tmp / "bench-site.toml"
     path.write_text("\n".join(parts))

@@ -45,59 +45,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.scale_kit import device_tables, workstation_process  # noqa: E402
+
 BIN = Path(sys.executable).parent
 REACTORS_PER_PORT = 10
 LATENESS_LIMIT_MS = 200.0
 RECIPE = ROOT / "examples/recipes/hypoxia-2pct-48h.toml"
 
-PROCESS = """[reactors.process]
-volume_l = 100.0
-leak_lpm = 0.1
-n2_max_lpm = 20.0
-air_max_lpm = 10.0
-o2_max_lpm = 0.0
-co2_max_lpm = 2.0
-transport_delay_s = 5.0
-o2_sensor_t63_s = 8.7
-co2_sensor_t63_s = 30.0
-temp_sensor_t63_s = 20.0
-heat_capacity_j_per_k = 60000.0
-ua_w_per_k = 8.0
-heater_max_w = 400.0
-room_temp_c = 21.0
-control_period_s = 1.0
-"""
+PROCESS = workstation_process(air_max_lpm=10.0)
 
-DEVICES = """[[reactors.devices]]
-name = "o2-{rid}"
-driver = "register_map"
-bus = "{bus}"
-unit = {u0}
-roles = {{ o2 = "o2_pct" }}
-[[reactors.devices.map.points]]
+O2_POINTS = """[[reactors.devices.map.points]]
 name = "o2_pct"
 kind = "input"
 address = 0
 dtype = "float32"
 unit = "%"
 valid_min = 0
-valid_max = 100
-
-[[reactors.devices]]
-name = "co2-{rid}"
-driver = "vaisala_gmp25x"
-bus = "{bus}"
-unit = {u1}
-model = "GMP251"
-o2_compensation = false
-
-[[reactors.devices]]
-name = "temp-{rid}"
-driver = "register_map"
-bus = "{bus}"
-unit = {u2}
-roles = {{ temperature = "temp_c", heater = "heater_w" }}
-[[reactors.devices.map.points]]
+valid_max = 100"""
+TEMP_POINTS = """[[reactors.devices.map.points]]
 name = "temp_c"
 kind = "input"
 address = 0
@@ -113,32 +80,21 @@ dtype = "uint16"
 unit = "W"
 writable = true
 valid_min = 0
-valid_max = 1000
-
-[[reactors.devices]]
-name = "mfc-n2-{rid}"
-driver = "alicat_modbus"
-bus = "{bus}"
-unit = {u3}
-role = "n2_mixer"
-full_scale_lpm = 20.0
-
-[[reactors.devices]]
-name = "mfc-air-{rid}"
-driver = "alicat_modbus"
-bus = "{bus}"
-unit = {u4}
-role = "air_mixer"
-full_scale_lpm = 10.0
-
-[[reactors.devices]]
-name = "mfc-co2-{rid}"
-driver = "alicat_modbus"
-bus = "{bus}"
-unit = {u5}
-role = "co2_mixer"
-full_scale_lpm = 2.0
-"""
+valid_max = 1000"""
+DEVICES = (
+    ("o2", "register_map", f'roles = {{ o2 = "o2_pct" }}\n{O2_POINTS}'),
+    ("co2", "vaisala_gmp25x", 'model = "GMP251"\no2_compensation = false'),
+    (
+        "temp",
+        "register_map",
+        f'roles = {{ temperature = "temp_c", heater = "heater_w" }}\n{TEMP_POINTS}',
+    ),
+    *(
+        (f"mfc-{gas}", "alicat_modbus", f'role = "{gas}_mixer"\nfull_scale_lpm = {full_scale}')
+        for gas, full_scale in (("n2", 20.0), ("air", 10.0), ("co2", 2.0))
+    ),
+)
+"""Each reactor's instruments: (name before the reactor id, driver, driver keys)."""
 
 TRANSACTIONS_PER_REACTOR = 1 + 2 + 1 + 2 + 3 * 3
 """Worst case per cycle (controller/service/budget.py): O2 1, GMP251 2, temperature 1, heater 2,
@@ -182,9 +138,9 @@ def site_text(n: int, state_dir: Path, base_port: int, broker_port: int, mode: M
     for i in range(n):
         g, k = divmod(i, REACTORS_PER_PORT)
         rid = f"r{i:04d}"
-        units = {f"u{j}": k * 6 + j + 1 for j in range(6)}
+        devices = [(f"{name}-{rid}", driver, body) for name, driver, body in DEVICES]
         parts.append(f'[[reactors]]\nid = "{rid}"\n\n{PROCESS}\n')
-        parts.append(DEVICES.format(rid=rid, bus=f"gw{g}", **units) + "\n")
+        parts.append(device_tables(f"gw{g}", k * len(DEVICES) + 1, devices) + "\n\n")
     parts.append('[[users]]\nname = "bench"\nrole = "engineer"\n')
     return "".join(parts)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import math
-import os
-import socket
 import statistics
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -29,7 +26,8 @@ from controller.service.calibration import (
     record_step,
     save_calibrations,
 )
-from hypoxia.cli_common import SiteArg, fail, load_site_or_exit, out
+from controller.service.identify import service_running
+from hypoxia.cli_common import SiteArg, acting_user, fail, load_site_or_exit, out
 
 if TYPE_CHECKING:
     from controller.service.site import ReactorConfig, SiteConfig, UserConfig
@@ -91,23 +89,7 @@ def calibrating_user(site: SiteConfig, name: str | None, reactor: str) -> UserCo
     Raises:
         ConfigError: No such user, or one who may not calibrate this reactor.
     """
-    if name is None:
-        account, uid = getpass.getuser(), os.getuid()
-        mapped = [u for u in site.users if u.os_user == account or u.uid == uid]
-        if not mapped:
-            raise ConfigError("--user", "", f"OS account {account} is no site user: name one")
-        name = mapped[0].name
-    user = next((u for u in site.users if u.name == name), None)
-    if user is None:
-        raise ConfigError("--user", "", f"no site user {name!r}")
-    if user.role not in CALIBRATING_ROLES or not user.may_command(reactor):
-        raise ConfigError(
-            "--user",
-            "",
-            f"{name} ({user.role}) may not calibrate reactor {reactor} "
-            f"(allowed: {' or '.join(CALIBRATING_ROLES)} for the reactor)",
-        )
-    return user
+    return acting_user(site, name, reactor, CALIBRATING_ROLES, "calibrate")
 
 
 def window_drift(values: list[float], interval_s: float) -> float:
@@ -217,18 +199,6 @@ def parse_reference(text: str, rh_pct: float | None) -> float | AirReference:
     if not math.isfinite(value):
         raise ConfigError("--reference", "", f"{text!r} (allowed: a finite number, or air)")
     return value
-
-
-def service_running(site: SiteConfig) -> bool:
-    """True when the site's service answers on its control socket."""
-    path = site.socket_path
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as sock, contextlib.suppress(OSError):
-        sock.settimeout(1.0)
-        sock.connect(str(path))
-        return True
-    return False
 
 
 async def calibrate_step(

@@ -11,10 +11,8 @@ start and the outcome are in the audit trail.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,7 +40,7 @@ from controller.service.identify import (
     run_test,
 )
 from controller.service.identify import Progress as TestProgress
-from hypoxia.cli_common import SiteArg, err, fail, load_site_or_exit, out
+from hypoxia.cli_common import SiteArg, acting_user, err, fail, load_site_or_exit, out
 
 if TYPE_CHECKING:
     from controller.core.process import ProcessModel
@@ -55,24 +53,7 @@ def identifying_user(site: SiteConfig, name: str | None, reactor: str) -> UserCo
     Raises:
         ConfigError: No such user, or one who may not identify this reactor.
     """
-    if name is None:
-        account, uid = getpass.getuser(), os.getuid()
-        mapped = [u for u in site.users if u.os_user == account or u.uid == uid]
-        if not mapped:
-            raise ConfigError("--user", "", f"OS account {account} is no site user: name one")
-        name = mapped[0].name
-    user = site.user(name)
-    if user is None:
-        known = ", ".join(u.name for u in site.users)
-        raise ConfigError("--user", "", f"no site user {name!r} (allowed: {known})")
-    if user.role not in IDENTIFYING_ROLES or not user.may_command(reactor):
-        raise ConfigError(
-            "--user",
-            "",
-            f"{name} ({user.role}) may not identify reactor {reactor} "
-            f"(allowed: {' or '.join(IDENTIFYING_ROLES)} for the reactor)",
-        )
-    return user
+    return acting_user(site, name, reactor, IDENTIFYING_ROLES, "identify")
 
 
 def _audit(site: SiteConfig, user: UserConfig, reactor: str, **entry: Any) -> None:

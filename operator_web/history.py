@@ -28,6 +28,7 @@ COLUMNS = (
     "temp_sp",
     "temp_band",
     "do",
+    "cells",
     "n2_lpm",
     "air_lpm",
     "o2_lpm",
@@ -184,6 +185,7 @@ def row_from_overview(view: Mapping[str, Any]) -> dict[str, float | None]:
         row[f"{key}_sp"] = v["sp"]
         row[f"{key}_band"] = v["band"]
     row["do"] = values["do"]["value"] if "do" in values else None
+    row["cells"] = values["cells"]["value"] if "cells" in values else None
     for key in ("n2_lpm", "air_lpm", "o2_lpm", "co2_lpm"):
         value = outputs.get(key)
         row[key] = None if value is None or isinstance(value, bool) else float(value)
@@ -204,6 +206,7 @@ def row_from_telemetry(msg: Mapping[str, Any]) -> dict[str, float | None]:
         "temp_sp": msg.get("temp_sp_c"),
         "temp_band": None,
         "do": msg.get("do_pct"),
+        "cells": msg.get("pericellular_o2_pct"),
         "n2_lpm": msg.get("n2_lpm"),
         "air_lpm": msg.get("air_lpm"),
         "o2_lpm": msg.get("o2_lpm"),

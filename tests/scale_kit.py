@@ -21,30 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.service.budget import CYCLE_DEADLINE_SHARE
-from tests.service_kit import ROOT, free_port
+from tests.service_kit import ROOT, air_hold, free_port
 
 TRANSACTIONS_PER_REACTOR = 12
 """Worst case per cycle (budget.py): O2 read 1, CO2 read 2 + O2 pushed to it 2, temperature 1,
 two mixers 3 each (read, verified write)."""
 UNITS_PER_REACTOR = 5
 
-AIR_RECIPE = """name = "air hold (scale tests)"
-[[phases]]
-name = "air"
-o2_pct = 20.5
-o2_band_pct = 1.0
-co2_pct = 0.5
-co2_band_pct = 1.0
-until = "time"
-duration_h = 1.0
-"""
+AIR_RECIPE = air_hold("air hold (scale tests)", 1.0, co2_pct=0.5)
 
-_PROCESS = """
-[reactors.process]
+
+def workstation_process(air_max_lpm: float) -> str:
+    """The ``[reactors.process]`` table of a 100 L workstation (the simulators' workstation-100l)
+    with ``air_max_lpm`` of air (0: no air line)."""
+    return f"""[reactors.process]
 volume_l = 100.0
 leak_lpm = 0.1
 n2_max_lpm = 20.0
-air_max_lpm = 0.0
+air_max_lpm = {air_max_lpm}
 o2_max_lpm = 0.0
 co2_max_lpm = 2.0
 transport_delay_s = 5.0
@@ -57,6 +51,19 @@ heater_max_w = 400.0
 room_temp_c = 21.0
 control_period_s = 1.0
 """
+
+
+def device_tables(bus: str, first_unit: int, devices: Sequence[tuple[str, str, str]]) -> str:
+    """``[[reactors.devices]]`` tables on ``bus``, unit ids from ``first_unit`` up, one for each
+    ``(name, driver, body)``; ``body`` holds the driver's own keys (and its sub-tables)."""
+    return "\n".join(
+        f'[[reactors.devices]]\nname = "{name}"\ndriver = "{driver}"\nbus = "{bus}"\n'
+        f"unit = {first_unit + k}\n{body}\n"
+        for k, (name, driver, body) in enumerate(devices)
+    )
+
+
+_PROCESS = "\n" + workstation_process(0.0)
 
 _O2_MAP = (
     'map.points = [{ name = "o2_pct", kind = "input", address = 0, dtype = "uint16", '
@@ -136,13 +143,7 @@ class ScaleSite:
             (f"{rid}-mfc-n2", "alicat_modbus", 'role = "n2_mixer"\nfull_scale_lpm = 20.0'),
             (f"{rid}-mfc-co2", "alicat_modbus", 'role = "co2_mixer"\nfull_scale_lpm = 2.0'),
         ]
-        out = [f'[[reactors]]\nid = "{rid}"\n{_PROCESS}']
-        for k, (name, driver, body) in enumerate(devices):
-            out.append(
-                f'[[reactors.devices]]\nname = "{name}"\ndriver = "{driver}"\nbus = "{bus}"\n'
-                f"unit = {unit + k}\n{body}\n"
-            )
-        return "\n".join(out)
+        return f'[[reactors]]\nid = "{rid}"\n{_PROCESS}\n' + device_tables(bus, unit, devices)
 
 
 def hypoxia(*args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -25,6 +25,33 @@ from simulators.vessel import load_vessel
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
+HOLD_5 = """name = "5 % hold"
+[[phases]]
+name = "hold"
+o2_pct = 5.0
+o2_band_pct = 0.3
+co2_pct = 5.0
+co2_band_pct = 1.0
+temp_c = 37.0
+duration_h = 5.0
+"""
+
+
+def air_hold(name: str, duration_h: float, co2_pct: float = 5.0) -> str:
+    """A recipe ``name`` of one phase, "air": room air (20.5 % O2) and ``co2_pct`` CO2 for
+    ``duration_h``."""
+    return f"""name = "{name}"
+[[phases]]
+name = "air"
+o2_pct = 20.5
+o2_band_pct = 1.0
+co2_pct = {co2_pct}
+co2_band_pct = 1.0
+until = "time"
+duration_h = {duration_h}
+"""
+
+
 SECONDARY_O2 = """
 [lines.o2b-uart]
 reply_timeout_s = 0.1

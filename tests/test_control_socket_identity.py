@@ -23,18 +23,7 @@ from common.config_errors import ConfigError
 from controller.service.app import _serve_socket
 from controller.service.peers import Identity, decide, identify, peer_of
 from controller.service.site import SiteConfig, load_site
-from tests.service_kit import site_file, stack
-
-HOLD = """name = "hold"
-[[phases]]
-name = "hold"
-o2_pct = 5.0
-o2_band_pct = 0.3
-co2_pct = 5.0
-co2_band_pct = 1.0
-temp_c = 37.0
-duration_h = 5.0
-"""
+from tests.service_kit import HOLD_5, site_file, stack
 
 
 def _site(tmp: Path, top: str = "", olga: str = "", extra_users: str = "") -> Path:
@@ -182,7 +171,7 @@ async def test_the_peer_uid_decides_who_commands(tmp_path: Path, socket_dir: Pat
         olga='os_user = "nobody"\n',
         extra_users='\n[[users]]\nname = "ada"\nrole = "admin"\nos_user = "daemon"\n',
     )
-    async with stack(tmp_path, HOLD, site_path=path) as st:
+    async with stack(tmp_path, HOLD_5, site_path=path) as st:
         server = await _serve_socket(st.service)
         try:
             mode = sock.stat()
@@ -244,7 +233,7 @@ async def test_the_peer_uid_decides_who_commands(tmp_path: Path, socket_dir: Pat
 async def test_a_missing_socket_group_is_a_clear_error(tmp_path: Path, socket_dir: Path) -> None:
     sock = socket_dir / "sim.sock"
     top = f'control_socket = "{sock}"\ncontrol_socket_group = "no-such-group-x"\n'
-    async with stack(tmp_path, HOLD, site_path=_site(tmp_path, top=top)) as st:
+    async with stack(tmp_path, HOLD_5, site_path=_site(tmp_path, top=top)) as st:
         with pytest.raises(ConfigError, match="no OS group 'no-such-group-x'"):
             await _serve_socket(st.service)
 

@@ -24,18 +24,7 @@ from drivers.transport.settings import ModbusTcpSettings
 from simulators.devices.link import StaticPlantLink
 from simulators.devices.modbus_bus import ModbusBusSim
 from simulators.devices.pt100 import Pt100Sim
-from tests.service_kit import T0, Stack, stack
-
-HOLD_5 = """name = "5 % hold"
-[[phases]]
-name = "hold"
-o2_pct = 5.0
-o2_band_pct = 0.3
-co2_pct = 5.0
-co2_band_pct = 1.0
-temp_c = 37.0
-duration_h = 5.0
-"""
+from tests.service_kit import HOLD_5, T0, Stack, stack
 
 
 def test_reactors_on_one_gateway_get_phases_far_apart() -> None:
@@ -61,6 +50,17 @@ def test_lateness_overruns_and_skipped_ticks() -> None:
     assert timing.next_tick(12.0, 15.5) == 15.0  # three ticks passed: two skipped, no burst
     assert timing.overruns == 4
     assert timing.late_cycles == 5
+
+
+def test_on_an_accelerated_clock_lateness_is_wall_time() -> None:
+    """At 60x a 5 s period is 83 ms of wall time: 10 ms of I/O is 600 ms on the service's clock
+    but 10 ms late, under the 250 ms limit (the demo once raised cycle_late for no reason)."""
+    timing = CycleTiming(period_s=5.0, late_limit_s=0.25, time_scale=60.0)
+    assert timing.outputs_written(100.0, 100.6) == pytest.approx(0.01)
+    assert timing.late_cycles == 0
+    timing.outputs_written(105.0, 123.0)  # 18 s on the clock: 300 ms of wall time
+    assert timing.lateness_s == pytest.approx(0.3)
+    assert timing.late_cycles == 1
 
 
 def _slow(

@@ -56,6 +56,8 @@ FLEET_NOW_S = 600  # the fleet overview is evaluated as if "now" were 10 min int
 EMPTY_ALLOWED = {
     ("hypoxia-fleet", "Temperature: measured vs set point", "set point"),
     ("hypoxia-reactor-run", "Temperature against set point", "set point"),
+    # the recorded run's site has no [reactors.culture]: pericellular_o2_pct is null throughout
+    ("hypoxia-reactor-run", "O2 against set point and in-spec band", "O2 at the cells (est.)"),
 }  # the short demo does not control temperature: temp_sp_c is null in every message
 
 REGEX_SPECIALS = re.compile(r"([\\^$*+?.()|\[\]{}/])")
@@ -466,6 +468,7 @@ def test_recorded_run_has_what_the_dashboards_show(recorded: RecordedRun) -> Non
     telemetry = recorded.of_kind("telemetry")
     assert len(telemetry) > 600
     assert all(m["temp_sp_c"] is None for m in telemetry)  # why EMPTY_ALLOWED holds
+    assert all(m["pericellular_o2_pct"] is None for m in telemetry)
 
 
 def test_every_query_runs_and_returns_the_columns_its_panel_expects(live: Live) -> None:

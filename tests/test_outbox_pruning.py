@@ -4,25 +4,21 @@ gets a clear answer (``replay/result``) that the recorder records as lost at onc
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import aiomqtt
 import pytest
 
 from controller.service.journal import OutboxMessage, RunJournal
 from controller.service.site import load_site
 from tests.servers import Mosquitto
-from tests.service_kit import site_file, stack
+from tests.service_kit import air_hold, site_file, stack
 from tests.test_recorder_kit import SITE, TOPIC_ROOT, recording, sqlite_seqs, wait_until
-from tests.test_recorder_tail import _published, controller_link
+from tests.test_recorder_tail import _published, controller_link, site_messages
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -107,40 +103,7 @@ def test_prune_is_one_indexed_delete(tmp_path: Path) -> None:
 
 WINDOW_H = 0.01
 """36 s: a run of a couple of minutes of stepped time prunes most of its outbox."""
-AIR_RECIPE = """name = "air"
-[[phases]]
-name = "air"
-o2_pct = 20.5
-o2_band_pct = 1.0
-co2_pct = 5.0
-co2_band_pct = 1.0
-until = "time"
-duration_h = 0.1
-"""
-
-
-@contextlib.asynccontextmanager
-async def replay_results(port: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every ``replay/result`` the controller publishes, as a bystander sees it."""
-    seen: list[dict[str, Any]] = []
-    ready = asyncio.Event()
-
-    async def listen() -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier="test-result-watch") as client:
-            await client.subscribe(f"{TOPIC_ROOT}/{SITE}/replay/result", qos=1)
-            ready.set()
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                seen.append(json.loads(message.payload))
-
-    task = asyncio.create_task(listen())
-    await wait_until(lambda: ready.is_set() or task.done(), "result watcher subscribed")
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+AIR_RECIPE = air_hold("air", 0.1)
 
 
 def _lost(spool: Path) -> list[tuple[str, int, int]]:
@@ -166,7 +129,7 @@ async def test_replays_across_the_pruning_boundary(
         async with (
             stack(tmp_path, AIR_RECIPE, site_path=path) as st,
             controller_link(st, journal_config=st.site.journal) as link,
-            replay_results(broker.port) as results,
+            site_messages(broker.port, "replay/result", "test-result-watch") as results,
         ):
             journal = st.service.journal
             run = st.runner.run

@@ -27,19 +27,10 @@ from recorder.spool import read_audit_heads
 from telemetry.topics import Topics
 from tests.scale_kit import ScaleSite, hypoxia, interrupt, simulated_devices, wait_for_text
 from tests.servers import InfluxDB1, Mosquitto
-from tests.service_kit import ROOT
+from tests.service_kit import ROOT, air_hold
 from tests.test_recorder_kit import influx_rows
 
-RECIPE = """name = "short air hold (partition test)"
-[[phases]]
-name = "air"
-o2_pct = 20.5
-o2_band_pct = 1.0
-co2_pct = 0.5
-co2_band_pct = 1.0
-until = "time"
-duration_h = 0.02
-"""
+RECIPE = air_hold("short air hold (partition test)", 0.02, co2_pct=0.5)
 SPEED = "5"
 GROUP = "recorders"
 

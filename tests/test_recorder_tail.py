@@ -23,7 +23,7 @@ from recorder.intake import Intake, Refused, StateSeen
 from recorder.spool import Spool, read_audit_heads
 from telemetry.topics import Topics
 from tests.servers import Mosquitto
-from tests.service_kit import Stack, site_file, stack
+from tests.service_kit import Stack, air_hold, site_file, stack
 from tests.test_recorder_kit import SITE, TOPIC_ROOT, recording, sqlite_seqs, wait_until
 
 INTAKE = Intake(TOPIC_ROOT, SITE)
@@ -100,16 +100,9 @@ def test_the_announcement_survives_a_restart_in_the_spool(tmp_path: Path) -> Non
 
 QUEUE_LIMIT = 5
 
-TAIL_RECIPE = """name = "tail"
-[[phases]]
-name = "air"
-o2_pct = 20.5
-o2_band_pct = 1.0
-co2_pct = 5.0
-co2_band_pct = 1.0
-until = "time"
-duration_h = 0.012
-
+TAIL_RECIPE = (
+    air_hold("tail", 0.012)
+    + """
   [[phases.harvests]]
   name = "CM-end"
   at_exposure_h = 0.005
@@ -117,6 +110,7 @@ duration_h = 0.012
   volume_ml = 1.0
   flow_ml_per_min = 60.0
 """
+)
 
 
 class SmallQueueMosquitto(Mosquitto):
@@ -164,21 +158,24 @@ async def controller_link(st: Stack, **options: Any) -> AsyncIterator[MqttLink]:
 
 
 @contextlib.asynccontextmanager
-async def replay_requests(port: int) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every replay request published on the site, as a bystander sees it."""
+async def site_messages(
+    port: int, subtopic: str, identifier: str
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every JSON message published on the site's ``subtopic`` (``replay/request``, say), as a
+    bystander (MQTT client ``identifier``) sees it."""
     seen: list[dict[str, Any]] = []
     ready = asyncio.Event()
 
     async def listen() -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier="test-replay-watch") as client:
-            await client.subscribe(f"{TOPIC_ROOT}/{SITE}/replay/request", qos=1)
+        async with aiomqtt.Client("127.0.0.1", port, identifier=identifier) as client:
+            await client.subscribe(f"{TOPIC_ROOT}/{SITE}/{subtopic}", qos=1)
             ready.set()
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
                 seen.append(json.loads(message.payload))
 
     task = asyncio.create_task(listen())
-    await wait_until(lambda: ready.is_set() or task.done(), "replay watcher subscribed")
+    await wait_until(lambda: ready.is_set() or task.done(), f"{identifier} subscribed")
     try:
         yield seen
     finally:
@@ -207,7 +204,7 @@ async def test_a_run_tail_lost_at_the_broker_is_requested_and_stored(
         async with (
             stack(tmp_path, TAIL_RECIPE, site_path=path) as st,
             controller_link(st) as link,
-            replay_requests(broker.port) as requests,
+            site_messages(broker.port, "replay/request", "test-replay-watch") as requests,
         ):
             runner = st.runner
             run = runner.run

@@ -133,3 +133,27 @@ def test_alarm_conditions_cover_t12() -> None:
     assert set(conds) == set(alarms.alarms)
     quiet = alarm_conditions(_view(), limits, alarms)
     assert not any(cond for cond, _ in quiet.values())
+
+
+def test_a_raised_set_point_disarms_the_o2_floor_until_o2_reaches_it() -> None:
+    """Reoxygenation 2 % -> 18.6 %: O2 starts far below the new floor (9.3 %) on purpose — no
+    interlock, no critical alarm — until it has risen to the floor; a fall below it after that
+    trips both. A lower set point keeps the floor armed."""
+    limits = SafetyLimits()
+    locks, alarms = Interlocks(limits), build_alarms(limits)
+    reox = Phase(name="reoxygenate", o2_pct=18.6, co2_pct=5.0, temp_c=37.0, duration_h=1.0)
+
+    def step(phase: Phase, o2_pct: float, now_s: float) -> tuple[float, bool | None]:
+        view = _view(phase=phase, o2_pct=o2_pct, now_s=now_s)
+        act, _ = locks.apply(view, ACT)
+        cond, _ = alarm_conditions(view, limits, alarms)["o2_below_floor"]
+        return act.n2_lpm, cond
+
+    assert step(PHASE, 2.0, 0.0) == (1.0, False)  # hold at 2 %: floor 1 %
+    assert step(reox, 2.1, 1.0) == (1.0, False)  # raised: 2.1 < 9.3, but disarmed
+    assert step(reox, 8.0, 2.0) == (1.0, False)
+    assert not locks.tripped
+    assert step(reox, 9.5, 3.0) == (1.0, False)  # reached the floor: armed
+    assert step(reox, 9.0, 4.0) == (0.0, True)  # and now a fall below it trips
+    assert locks.tripped == {"o2_below_floor"}
+    assert step(PHASE, 0.9, 5.0) == (0.0, True)  # a lower set point: still armed (floor 1 %)

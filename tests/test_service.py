@@ -8,18 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.service_kit import Stack, stack
-
-HOLD_5 = """name = "5 % hold"
-[[phases]]
-name = "hold"
-o2_pct = 5.0
-o2_band_pct = 0.3
-co2_pct = 5.0
-co2_band_pct = 1.0
-temp_c = 37.0
-duration_h = 5.0
-"""
+from tests.service_kit import HOLD_5, Stack, stack
 
 SHORT = (Path(__file__).resolve().parent.parent / "examples/recipes/short-demo.toml").read_text()
 

@@ -93,6 +93,8 @@ class CycleView:
     """True when cylinders are configured and a forecast has been made."""
     late_cycles: int = 0
     """Late or missed cycles among the last 60 (controller/service/timing.py)."""
+    o2_floor_armed: bool = True
+    """False while O2 rises to a raised set point's floor (set by :meth:`Interlocks.apply`)."""
     calibration_due: str | None = None
     """Sensors past the site's calibration interval, in words ("" none; None: no interval)."""
 
@@ -132,14 +134,37 @@ def o2_floor_pct(phase: Phase | None, limits: SafetyLimits) -> float | None:
 
 @dataclass(slots=True)
 class Interlocks:
-    """Interlock state of one reactor across cycles."""
+    """Interlock state of one reactor across cycles.
+
+    The O2 floor guards against O2 *falling* below half its set point. When the set point is
+    raised (a reoxygenation phase, an operator's new set point) O2 starts below the new floor on
+    purpose: the floor is then disarmed until O2 has risen to it, so a planned rise raises no
+    critical alarm; at start-up (no previous set point) it is armed at once.
+    """
 
     limits: SafetyLimits
     o2_untrusted_since_s: float | None = None
     tripped: set[str] = field(default_factory=set)
+    o2_floor_armed: bool = True
+    """False from a set-point rise until O2 reaches the new floor."""
+    _o2_sp_pct: float | None = None
+
+    def _arm_floor(self, view: CycleView, floor: float | None) -> None:
+        """Disarm the floor on a set-point rise, re-arm it once O2 is at or above it."""
+        sp = view.phase.o2_pct if view.phase is not None else None
+        if sp != self._o2_sp_pct:
+            if sp is not None and self._o2_sp_pct is not None and sp > self._o2_sp_pct:
+                self.o2_floor_armed = False
+            self._o2_sp_pct = sp
+        if floor is None or (view.o2_pct is not None and view.o2_pct >= floor):
+            self.o2_floor_armed = True
+        view.o2_floor_armed = self.o2_floor_armed
 
     def apply(self, view: CycleView, act: Actuation) -> tuple[Actuation, list[Event]]:
-        """Override ``act`` where an interlock holds; return the result and trip/reset events."""
+        """Override ``act`` where an interlock holds; return the result and trip/reset events.
+
+        Also sets ``view.o2_floor_armed`` for :func:`alarm_conditions`.
+        """
         lim, now = self.limits, view.now_s
         active: set[str] = set()
         if view.phase is not None and view.phase.o2_pct is not None and view.o2_pct is None:
@@ -150,7 +175,13 @@ class Interlocks:
         else:
             self.o2_untrusted_since_s = None
         floor = o2_floor_pct(view.phase, lim)
-        if floor is not None and view.o2_pct is not None and view.o2_pct < floor:
+        self._arm_floor(view, floor)
+        if (
+            floor is not None
+            and self.o2_floor_armed
+            and view.o2_pct is not None
+            and view.o2_pct < floor
+        ):
             active.add("o2_below_floor")
         if view.temp_c is None or view.temp_c > lim.temp_ceiling_c:
             active.add("temp_ceiling")
@@ -264,7 +295,7 @@ def alarm_conditions(
     floor = o2_floor_pct(phase, limits)
     below = floor is not None and view.o2_pct is not None and view.o2_pct < floor
     conds["o2_below_floor"] = (
-        below if floor is not None else None,
+        below and view.o2_floor_armed if floor is not None else None,
         f"O2 below the floor {floor} %: N2 closed",
     )
     conds["temp_ceiling"] = (

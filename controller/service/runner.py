@@ -106,12 +106,14 @@ class ReactorRunner:
         self.listeners: list[Callable[[ReactorRunner, list[Event]], None]] = []
         """Called after every committed cycle with its events (operator page, notifications)."""
         self.period_s = config.process.control_period_s
-        self.timing = CycleTiming(self.period_s, config.limits.cycle_late_ms / 1000.0)
+        self.time_scale = float(getattr(clock, "speed", 1.0))
+        """Simulated seconds per wall second (1: real time); readings are marked simulated else."""
+        self.timing = CycleTiming(
+            self.period_s, config.limits.cycle_late_ms / 1000.0, self.time_scale
+        )
         """Lateness and overruns of this reactor's cycles (telemetry, ``cycle_late`` alarm)."""
         self.commits: GroupCommitter | None = None
         """The service's group commit; None: each cycle commits on the journal's connection."""
-        self.time_scale = float(getattr(clock, "speed", 1.0))
-        """Simulated seconds per wall second (1: real time); readings are marked simulated else."""
         self.controller = ReactorController(config.process, config.tuning)
         self.alarms: AlarmSet = build_alarms(config.limits)
         self.interlocks = Interlocks(config.limits)

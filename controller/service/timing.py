@@ -63,14 +63,20 @@ class CycleTiming:
     """Lateness and overruns of one reactor's cycles.
 
     Args:
-        period_s: The control period, s.
-        late_limit_s: A cycle whose outputs are written later than this after its tick is late, s.
+        period_s: The control period, s (of the injected clock).
+        late_limit_s: A cycle whose outputs are written later than this after its tick is late,
+            wall-clock s.
+        time_scale: Injected-clock seconds per wall second (1: real time; an accelerated
+            simulated site runs faster). Lateness is the delay of real work — I/O, the event
+            loop — so it is measured in wall seconds: 10 ms of Modbus at 60x speed is 10 ms late,
+            not 600 ms.
     """
 
     period_s: float
     late_limit_s: float
+    time_scale: float = 1.0
     lateness_s: float = 0.0
-    """Lateness of the last cycle, s."""
+    """Lateness of the last cycle, wall-clock s."""
     overruns: int = 0
     """Ticks that passed while a previous cycle was still running, since the service started."""
     _recent: deque[bool] = field(default_factory=lambda: deque(maxlen=LATE_WINDOW_CYCLES))
@@ -79,9 +85,9 @@ class CycleTiming:
         """The cycle scheduled at ``scheduled_s`` has written its outputs at ``now_s``.
 
         Returns:
-            Its lateness, s.
+            Its lateness, wall-clock s.
         """
-        self.lateness_s = max(0.0, now_s - scheduled_s)
+        self.lateness_s = max(0.0, now_s - scheduled_s) / self.time_scale
         self._recent.append(self.lateness_s > self.late_limit_s)
         return self.lateness_s
 

@@ -6,6 +6,7 @@ const Charts = {
   plots: [],
   rangeS: 0,       // 0: everything the service keeps (48 h)
   rid: null,
+  hasCells: false, // the reactor estimates the O2 at the cells ([reactors.culture])
 
   defs() {
     const band = (key, label, unit, color) => ({
@@ -21,6 +22,9 @@ const Charts = {
     const o2 = band("o2", "O₂", "%", "#1f5fa8");
     if (Charts.cols && Charts.cols.do && Charts.cols.do.some(v => v !== null)) {
       o2.series.push({ label: "DO measured", key: "do", stroke: "#7b3fa0", width: 2 });
+    }
+    if (Charts.hasCells || (Charts.cols && Charts.cols.cells && Charts.cols.cells.some(v => v !== null))) {
+      o2.series.push({ label: "O₂ at the cells (est.)", key: "cells", stroke: "#7b3fa0", width: 1.5 });
     }
     return [
       o2,

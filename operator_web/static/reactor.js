@@ -28,6 +28,10 @@ function renderValues(v) {
       <div class="sp">${Page.esc(sp + q)}</div></div>`;
   }).join("");
   document.getElementById("values").innerHTML = html;
+  if (v.values.cells && !Charts.hasCells) {  // draw the estimate from the first value on
+    Charts.hasCells = true;
+    if (Charts.cols) Charts.build();
+  }
   const o = v.outputs || {};
   document.getElementById("outputs").textContent =
     `Outputs: N₂ ${Page.num(o.n2_lpm, 2)} · air ${Page.num(o.air_lpm, 2)} · O₂ ${Page.num(o.o2_lpm, 2)} · CO₂ ${Page.num(o.co2_lpm, 3)} L/min · heater ${Page.num(o.heater_w, 0)} W${o.pump_on ? " · harvest pump ON" : ""}`;
