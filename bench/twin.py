@@ -7,11 +7,12 @@ Runs the digital twin (plant + sensors + the controller core the service runs, 1
 periods, one core) on the 72 h protocol (1 % O2, daily harvests) and the 48 h protocol (2 % O2),
 both on the 100 L workstation, and measures side by side, interleaved, in fresh processes:
 
-* **this tree**: the controller as the service runs it (headspace observer on), with the hot
-  control-core modules compiled by ``scripts/build-compiled`` where that build is present and
-  current, and in pure Python (``HYPOXIA_PURE_PYTHON=1``) beside it;
-* **this tree, no observer**: ``ControllerTuning(observer=None)``, the issue-15 controller, to
-  show what the observer costs;
+* **this tree**: the controller as the service runs it (headspace observer on), as installed:
+  with the hot modules of the control core, the plant and the sensors compiled by mypyc
+  (``pip install`` builds them where a C compiler is found; buildtools/compile_core.py) when
+  that build is present and current, and in pure Python (``HYPOXIA_PURE_PYTHON=1``) beside it;
+* **this tree, no observer (pure Python)**: ``ControllerTuning(observer=None)``, the issue-15
+  controller, to show what the observer costs;
 * **before** (``--baseline-rev``, repeatable; default the last commit before the fast twin and
   the last one before the observer, which issue 15 measured): the same runs on that commit's
   code, extracted with ``git archive`` into a temporary folder.
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import controller.core
+import simulators
 from common.compiled import PURE_ENV
 from controller.core.reactor import ControllerTuning
 from controller.service.recipe_source import RecipeSource
@@ -101,12 +103,18 @@ def worker(recipe_name: str, vessel_name: str, observer: bool) -> dict[str, Any]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = run_twin(recipe, vessel, tuning=tuning)
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-    compiled = getattr(controller.core, "COMPILED", False)  # older trees: pure Python only
+    core = getattr(controller.core, "COMPILED", False)  # older trees: pure Python only
+    plant = getattr(simulators, "COMPILED", False)
+    code = {
+        (True, True): "compiled (mypyc): control core, plant and sensors",
+        (True, False): "compiled (mypyc): control core only",
+        (False, True): "compiled (mypyc): plant and sensors only",
+    }.get((core, plant), "pure Python")
     return {
         "sim_s": result.duration_s,
         "cpu_s": cpu_s,
         "wall_s": wall_s,
-        "code": "compiled core (mypyc)" if compiled else "pure Python",
+        "code": code,
         "finished": result.finished,
     }
 
@@ -195,12 +203,14 @@ def _median(values: list[float]) -> float:
 def run(args: argparse.Namespace) -> str:
     """Measure everything and return the markdown block for the doc."""
     variants = [Variant("this tree", ROOT)]
-    if controller.core.COMPILED:
+    if controller.core.COMPILED or simulators.COMPILED:
         variants = [
-            Variant("this tree, compiled core (mypyc)", ROOT),
+            Variant("this tree, as installed (compiled, mypyc)", ROOT),
             Variant("this tree, pure Python", ROOT, pure=True),
         ]
-    variants.append(Variant("this tree, no observer", ROOT, observer=False, pure=True))
+    variants.append(
+        Variant("this tree, no observer (pure Python)", ROOT, observer=False, pure=True)
+    )
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     commands: dict[str, list[dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
@@ -290,22 +300,26 @@ def limits_text(compiled: bool, best: float) -> str:
     per_step_us = 1e6 / best
     if compiled:
         what = (
-            "the compiled observer and loops are now a minority of the period; the rest is "
-            "still interpreted Python: the plant (four MFC lags, gas, heat and culture "
-            "balances), three sensor models each drawing a Gaussian from `random.gauss`, the "
-            "recipe engine and exposure clocks, `ReactorController` (not compiled: "
-            "bench/control_cases.py subclasses it in Python) and the twin's own loop. Reaching "
-            "100 000x needs the period under 10 us, i.e. those compiled too (the plant and "
-            "sensors in `simulators/`, the recipe engine in the core), or a whole-step kernel "
-            "instead of some forty Python calls per period"
+            "every module a twin period runs through is compiled (the observer, loops, "
+            "ReactorController, recipe engine, exposure clocks, medium layer, plant, sensors "
+            "and the twin's loop); outside compiled code cProfile still sees `random.gauss`, "
+            "the standard library's Python code, three draws per period (about 15 % of the "
+            "time; kept: the noise of a seed stays what it was). The rest is the compiled "
+            "code itself: floats boxed across the two compilation groups (controller/core and "
+            "simulators are built separately, so calls and attribute reads between them go "
+            "through the generic Python API) and reads of pydantic models (vessel, recipe, "
+            "tunings) every period. Reaching 100 000x needs the period under 10 us: one "
+            "compilation group, the per-period parameters copied out of the pydantic models "
+            "into native classes, and a Gaussian source in C (numpy's generator, which would "
+            "change every seed's noise)"
         )
     else:
         what = (
             "per control period the twin runs the whole controller core in pure Python (the "
             "observer's six-state and three-state Kalman filters, three or four loops, the "
             "plant, three sensors, the recipe engine): a few hundred interpreted float "
-            "operations and some forty Python calls; `scripts/build-compiled` compiles the "
-            "hottest part"
+            "operations and some forty Python calls; the compiled build (`pip install` with a "
+            "C compiler, or `scripts/build-compiled`) takes the hottest part"
         )
     return (
         f"Below the {TARGET_X:,.0f}x target ({per_step_us:.0f} us per period at best): {what}. "

@@ -7,8 +7,9 @@ the SHA-256 of each source it compiled and the interpreter it compiled for. The 
 ``__path__`` when, and only when,
 
 * the manifest names this interpreter (``sys.implementation.cache_tag``),
-* every compiled module's source is byte for byte the one compiled (an edited ``.py`` is never
-  shadowed by a stale build), and
+* every compiled module's source is byte for byte the one compiled, and so is every source of
+  ours it imports, directly or not (an edited ``.py`` is never shadowed by a stale build, nor
+  called by compiled code that assumed its old types), and
 * ``HYPOXIA_PURE_PYTHON`` is not set (benchmarks and tests compare both paths side by side).
 
 Otherwise the package is plain Python, as after ``pip install -e .``: the compiled path is an
@@ -51,10 +52,30 @@ def compiled_folder(package_dir: Path) -> Path | None:
         source = package_dir / f"{name}.py"
         if not source.is_file() or source_digest(source) != digest:
             return None
+    if not _depends_unchanged(package_dir, manifest):
+        return None
     for name in manifest.get("shared") or []:
         if not any(folder.glob(f"{name}.*")):
             return None
     return folder
+
+
+def _depends_unchanged(package_dir: Path, manifest: dict[str, object]) -> bool:
+    """Whether every source the compiled modules import is the one they were compiled against.
+
+    ``depends`` maps paths from the root (``depth`` folders above the package) to SHA-256:
+    compiled code relies on the types it saw there.
+    """
+    depends = manifest.get("depends") or {}
+    depth = manifest.get("depth", 1)
+    if not isinstance(depends, dict) or not isinstance(depth, int) or depth < 1:
+        return False
+    root = package_dir.parents[depth - 1]
+    for rel, digest in depends.items():
+        source = root / rel
+        if not source.is_file() or source_digest(source) != digest:
+            return False
+    return True
 
 
 def prefer_compiled(package_path: list[str]) -> bool:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import controller.core
+import simulators
+from buildtools import backend, compile_core
 from common.compiled import (
     FOLDER,
     MANIFEST,
@@ -73,6 +75,32 @@ def test_an_edited_source_a_missing_library_or_another_python_means_pure_python(
     assert compiled_folder(other) is None
 
 
+def test_an_edited_source_the_compiled_modules_import_means_pure_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    pkg = _package(tmp_path)
+    (pkg / "types.py").write_text("class Reading:\n    value: float\n")
+    manifest = json.loads((pkg / FOLDER / MANIFEST).read_text())
+    manifest["depth"] = 1  # paths from the folder holding the package
+    manifest["depends"] = {"pkg/types.py": source_digest(pkg / "types.py")}
+    (pkg / FOLDER / MANIFEST).write_text(json.dumps(manifest))
+    assert compiled_folder(pkg) == pkg / FOLDER
+    (pkg / "types.py").write_text("class Reading:\n    value: float | None\n")
+    assert compiled_folder(pkg) is None  # compiled code assumed the old types
+    (pkg / "types.py").unlink()
+    assert compiled_folder(pkg) is None
+
+
+def test_the_build_records_every_source_of_ours_the_compiled_modules_import() -> None:
+    found = compile_core.imported_sources(compile_core.ROOT, ["simulators.plant"])
+    assert "simulators/vessel.py" in found  # directly
+    assert "controller/core/pericellular.py" in found  # through vessel.py
+    assert "controller/core/gas_liquid.py" in found  # `from controller.core import gas_liquid`
+    assert "simulators/plant.py" not in found  # itself: in "modules"
+    assert not any(p.startswith(("pydantic", "math")) for p in found)
+
+
 def test_the_environment_switch_forces_pure_python(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,21 +110,26 @@ def test_the_environment_switch_forces_pure_python(
 
 
 TWIN_DIGEST = """
-import hashlib, json
+import dataclasses, hashlib, json
 from pathlib import Path
-import controller.core
+import controller.core, simulators
 from controller.service.recipe_source import RecipeSource
 from simulators.twin import DoorOpening, run_twin
 from simulators.vessel import load_vessel
-recipe = RecipeSource.from_file(Path("examples/recipes/short-demo.toml")).recipe
-r = run_twin(recipe, load_vessel("workstation-100l"), seed=5, doors=[DoorOpening(600.0, 40.0)])
-h = hashlib.sha256(repr(r.rows).encode() + r.trace.o2_pct.tobytes())
-print(json.dumps({"compiled": controller.core.COMPILED, "digest": h.hexdigest()}))
+h = hashlib.sha256()
+for vessel, doors in (("workstation-100l", [DoorOpening(600.0, 40.0)]), ("bioreactor-2l", [])):
+    recipe = RecipeSource.from_file(Path("examples/recipes/short-demo.toml")).recipe
+    r = run_twin(recipe, load_vessel(vessel), seed=5, doors=doors)
+    h.update(repr(r.rows).encode() + repr(r.events).encode())
+    for f in dataclasses.fields(r.trace):
+        h.update(repr(getattr(r.trace, f.name)).encode())
+print(json.dumps({"compiled": [controller.core.COMPILED, simulators.COMPILED],
+                  "digest": h.hexdigest()}))
 """
 
 
 @pytest.mark.skipif(
-    not controller.core.COMPILED,
+    not (controller.core.COMPILED and simulators.COMPILED),
     reason="no compiled build in use (none built, stale, or HYPOXIA_PURE_PYTHON set)",
 )
 def test_compiled_and_pure_python_twins_agree_bit_for_bit() -> None:
@@ -114,6 +147,72 @@ def test_compiled_and_pure_python_twins_agree_bit_for_bit() -> None:
             text=True,
         )
         runs[pure] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert runs[False]["compiled"] is True
-    assert runs[True]["compiled"] is False
+    assert runs[False]["compiled"] == [True, True]
+    assert runs[True]["compiled"] == [False, False]
     assert runs[False]["digest"] == runs[True]["digest"]
+
+
+def _tree_copy(tmp_path: Path) -> Path:
+    """What a build reads of the repository, copied (a build writes into the tree it is given)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    compile_core.copy_sources(root)
+    return root
+
+
+def test_the_build_compiles_a_unit_whose_manifest_then_admits_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    root = _tree_copy(tmp_path)
+    unit = compile_core.Unit("controller.core", ("numeric",))
+    folder = compile_core.build_unit(unit, root)
+    assert folder == root / "controller" / "core" / FOLDER
+    assert any(folder.glob("numeric.*.so"))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["modules"] == {"numeric": source_digest(root / "controller/core/numeric.py")}
+    assert compiled_folder(root / "controller" / "core") == folder
+    done = subprocess.run(
+        [sys.executable, "-c", "import controller.core.numeric as m; print(m.__file__)"],
+        cwd=root,
+        env={**{k: v for k, v in os.environ.items() if k != PURE_ENV}, "PYTHONPATH": str(root)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip().endswith(".so")
+    assert Path(done.stdout.strip()).parent == folder
+
+
+def test_a_machine_without_a_c_compiler_gets_an_error_naming_the_package_and_no_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree_copy(tmp_path)
+    monkeypatch.setenv("CC", "/bin/false")  # setuptools' compiler, as mypyc calls it
+    with pytest.raises(compile_core.BuildError, match=r"mypyc failed for controller\.core"):
+        compile_core.build_unit(compile_core.Unit("controller.core", ("numeric",)), root)
+    assert not (root / "controller" / "core" / FOLDER / MANIFEST).exists()
+
+
+def test_the_backend_installs_pure_python_with_a_warning_when_the_build_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    cleaned: list[bool] = []
+
+    def fail() -> list[str]:
+        raise compile_core.BuildError("mypyc failed for controller.core:\nerror: no cc")
+
+    monkeypatch.setattr(compile_core, "build_all", fail)
+    monkeypatch.setattr(compile_core, "clean", lambda root=compile_core.ROOT: cleaned.append(True))
+    backend._compile()
+    err = capsys.readouterr().err
+    assert "warning: the compiled twin core was not built" in err
+    assert "no cc" in err
+    assert cleaned == [True]
+    assert "mypy>=2.4,<3" in backend.get_requires_for_build_editable()
+
+    monkeypatch.setenv(PURE_ENV, "1")  # no build and no build requirements
+    backend._compile()
+    assert "not built" in capsys.readouterr().err
+    assert not any(r.startswith("mypy") for r in backend.get_requires_for_build_wheel())

@@ -9,30 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from mypy_extensions import mypyc_attr
 
 from controller.core.gas import Co2Loop, GasFlows, O2Loop
-from controller.core.loops import PURGING, BalanceLoop, LoopMode, LoopTuning
-from controller.core.observer import Flows, HeadspaceObserver, ObserverTuning
+from controller.core.loops import PURGING, BalanceLoop, LoopMode
+from controller.core.observer import Flows, HeadspaceObserver
 from controller.core.process import X_AIR_O2, ProcessModel
+from controller.core.reactor_tuning import ControllerTuning
 from controller.core.recipe import Phase, Ramp
 from controller.core.recipe_engine import Measured
 from controller.core.thermal import DissolvedO2Loop, TemperatureLoop
 
-
-class ControllerTuning(BaseModel):
-    """Per-loop tuning overrides; every field defaults to gains derived from the process model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # 10 s filter, tau_c = 3 theta: N2 chatter from sensor noise 3-4x lower than (2 s, 2 theta)
-    # with the same ramp ratio, undershoot and door recovery (measured on the twin, docs/control.md)
-    o2: LoopTuning = Field(default_factory=lambda: LoopTuning(filter_s=10.0, tau_c_factor=3.0))
-    co2: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=1.5))
-    temp: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=3.0, filter_s=0.0))
-    do: LoopTuning = Field(default_factory=lambda: LoopTuning(tau_c_factor=1.0, filter_s=10.0))
-    # the headspace observer (None: the gas loops act on their filtered readings as before)
-    observer: ObserverTuning | None = Field(default_factory=ObserverTuning)
+__all__ = ["MIXER_OF_FLOW", "Actuation", "ControllerTuning", "ReactorController"]
 
 
 MIXER_OF_FLOW: dict[str, str] = {
@@ -79,6 +67,7 @@ def _rate_per_s(ramp: Ramp, scale: float) -> float | None:
     return None if isinstance(ramp, str) else float(ramp) * scale / 60.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # bench/control_cases.py records by subclassing
 class ReactorController:
     """O2 (or DO cascade), CO2 and temperature loops of one reactor.
 
