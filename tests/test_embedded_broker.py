@@ -43,7 +43,8 @@ def _client(
         username=user,
         password=password,
         identifier=ident,
-        timeout=5,
+        # a loaded CI machine can hold amqtt's PUBACK past aiomqtt's 5 s default (seen once)
+        timeout=20,
         clean_session=not persistent,  # a watcher that reconnects must not miss results
     )
 
