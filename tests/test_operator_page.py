@@ -204,3 +204,48 @@ async def test_pages_need_a_login_and_the_wrong_password_fails(
         await login(page, ps.url, "vera")  # a viewer sees, and is offered nothing
         await page.click(".tile")
         await page.wait_for_selector("#actions:has-text('may only view')")
+
+
+async def test_a_dragged_window_is_fetched_again_at_full_resolution(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with page_stack(tmp_path) as ps:
+        await ps.st.cycles(2600)  # more rows than the 2000 points the whole view is drawn with
+        page = await _page(browser, ps, "erik")
+        windows: list[str] = []
+        page.on("request", lambda r: windows.append(r.url) if "until=" in r.url else None)
+        await page.click(".tile")
+        await page.wait_for_selector("body[data-painted='1']")
+        history = ps.ops.hub.reactors["ws1"].history
+        assert len(history.window(None, None, 20_000)["t"]) >= 2600
+        whole = await _text(page, "#points")
+        assert whole.endswith(" points drawn")
+        assert int(whole.split()[0]) <= 2000  # downsampled (min/max buckets)
+        assert await page.locator("#live-btn").is_hidden()
+
+        over = await page.locator(".chart .u-over").first.bounding_box()
+        assert over is not None
+        y = over["y"] + over["height"] / 2
+        await page.mouse.move(over["x"] + over["width"] * 0.40, y)
+        await page.mouse.down()
+        await page.mouse.move(over["x"] + over["width"] * 0.55, y, steps=8)
+        await page.mouse.up()
+        await page.wait_for_selector("#points:has-text('zoomed:')")
+        assert len(windows) == 1  # four synced charts, one request
+        query = dict(p.split("=") for p in windows[0].split("?", 1)[1].split("&"))
+        since, until = float(query["since"]), float(query["until"])
+        rows = history.window(since, until, 20_000)["t"]
+        assert 300 < len(rows) < 2000  # a window the whole view had thinned out
+        zoomed = await _text(page, "#points")
+        assert f", {len(rows)} points drawn" in zoomed  # every row of the window, none thinned
+        assert await page.locator("#live-btn").is_visible()
+        await page.screenshot(path=str(ARTIFACTS / "reactor-zoomed.png"), full_page=True)
+
+        await ps.st.cycles(5)  # live rows arrive meanwhile: the zoomed window stays as fetched
+        await page.wait_for_timeout(500)
+        assert await _text(page, "#points") == zoomed
+        await page.click("#live-btn")
+        await page.wait_for_selector("#points:not(:has-text('zoomed'))")
+        assert await page.locator("#live-btn").is_hidden()
+        await _wait_text_change(ps, page, "#points")  # live again
+        assert page.errors == []  # type: ignore[attr-defined]

@@ -6,7 +6,10 @@ const Charts = {
   plots: [],
   rangeS: 0,       // 0: everything the service keeps (48 h)
   rid: null,
+  pending: null,   // the window being fetched
   hasCells: false, // the reactor estimates the O2 at the cells ([reactors.culture])
+  zoom: null,      // {since, until, cols} while a dragged window is shown at full resolution
+  stale: false,    // the live columns outgrew the page while zoomed: reload when back to live
 
   defs() {
     const band = (key, label, unit, color) => ({
@@ -53,6 +56,8 @@ const Charts = {
 
   async load(rid) {
     Charts.rid = rid;
+    Charts.setZoom(null);
+    Charts.stale = false;
     const last = Charts.cols && Charts.cols.t.length ? Charts.cols.t[Charts.cols.t.length - 1] : null;
     let url = `/api/reactor/${encodeURIComponent(rid)}/history?points=2000`;
     if (Charts.rangeS && last) url += `&since=${last - Charts.rangeS}`;
@@ -60,9 +65,66 @@ const Charts = {
     Charts.build();
   },
 
-  tick(v) {
+  tick(v, seconds = false) {
     const d = new Date(v * 1000);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+    const opts = { hour: "2-digit", minute: "2-digit", hour12: false };
+    if (seconds) opts.second = "2-digit";
+    return d.toLocaleTimeString([], opts);
+  },
+
+  ticks(u, splits) {  // seconds on the axis once a window is narrower than half an hour
+    const span = u.scales.x.max - u.scales.x.min;
+    return splits.map(v => Charts.tick(v, span < 1800));
+  },
+
+  // Drag across any chart: that window is fetched again from the service at full resolution
+  // (up to 2000 points, min/max buckets beyond), instead of stretching the downsampled view.
+  onSelect(u) {
+    const sel = u.select;
+    if (!sel || sel.width < 4) return;
+    const since = u.posToVal(sel.left, "x"), until = u.posToVal(sel.left + sel.width, "x");
+    for (const p of Charts.plots) p.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+    Charts.zoomTo(since, until);
+  },
+
+  async zoomTo(since, until) {
+    if (!(until > since)) return;
+    const key = `${since}:${until}`;
+    if (Charts.pending === key) return;  // the synced charts select together: fetch once
+    Charts.pending = key;
+    try {
+      const url = `/api/reactor/${encodeURIComponent(Charts.rid)}/history?points=2000`
+        + `&since=${since}&until=${until}`;
+      const cols = Charts.derive(await Page.get(url));
+      Charts.setZoom({ since, until, cols });
+      Charts.build();
+    } finally {
+      Charts.pending = null;
+    }
+  },
+
+  async backToLive() {
+    Charts.setZoom(null);
+    if (Charts.stale) { await Charts.load(Charts.rid); return; }
+    Charts.build();
+  },
+
+  setZoom(zoom) {
+    Charts.zoom = zoom;
+    const btn = document.getElementById("live-btn");
+    if (btn) btn.hidden = zoom === null;
+  },
+
+  shown() {
+    return Charts.zoom ? Charts.zoom.cols : Charts.cols;
+  },
+
+  pointsText() {
+    const n = Charts.shown().t.length;
+    if (!Charts.zoom) return `${n} points drawn`;
+    const { since, until } = Charts.zoom;
+    return `zoomed: ${Charts.tick(since)}–${Charts.tick(until)}, ${n} points drawn `
+      + "(fetched again at full resolution; drag to narrow)";
   },
 
   lastT() {
@@ -81,25 +143,27 @@ const Charts = {
       box.appendChild(div);
       const opts = {
         title: def.title, width, height: 170,
-        cursor: { sync: { key: "reactor" } },
+        cursor: { sync: { key: "reactor" }, drag: { x: true, y: false, setScale: false } },
+        hooks: { setSelect: [u => Charts.onSelect(u)] },
         scales: { x: { time: true } },
         series: [{}, ...def.series.map(s => ({
           label: s.label, stroke: s.stroke, width: s.width, dash: s.dash, spanGaps: false,
           points: { show: false },
         }))],
         bands: def.bands || [],
-        axes: [{ values: (u, splits) => splits.map(Charts.tick) }, { size: 56 }],
+        axes: [{ values: Charts.ticks }, { size: 56 }],
         legend: { live: false },
       };
       const plot = new uPlot(opts, Charts.data(def), div);
       plot._def = def;
       Charts.plots.push(plot);
     }
-    document.getElementById("points").textContent = `${Charts.cols.t.length} points drawn`;
+    document.getElementById("points").textContent = Charts.pointsText();
   },
 
   data(def) {
-    return [Charts.cols.t, ...def.series.map(s => Charts.cols[s.key] || Charts.cols.t.map(() => null))];
+    const c = Charts.shown();
+    return [c.t, ...def.series.map(s => c[s.key] || c.t.map(() => null))];
   },
 
   append(rows) {
@@ -115,8 +179,12 @@ const Charts = {
       while (drop < c.t.length && c.t[drop] < cut) drop++;
       if (drop) for (const key of Object.keys(c)) c[key].splice(0, drop);
     }
+    if (Charts.zoom) {  // the live columns keep growing; the zoomed window stays as fetched
+      if (c.t.length > 8000) Charts.stale = true;
+      return;
+    }
     if (c.t.length > 8000) { Charts.load(Charts.rid); return; }  // redraw downsampled
     for (const plot of Charts.plots) plot.setData(Charts.data(plot._def));
-    document.getElementById("points").textContent = `${c.t.length} points drawn`;
+    document.getElementById("points").textContent = Charts.pointsText();
   },
 };

@@ -216,12 +216,13 @@ function renderGrafana(v) {
   await Charts.load(RID);
   document.body.dataset.paintedMs = performance.now().toFixed(0);  // read by bench/operator_page.py
   document.body.dataset.painted = "1";
-  document.querySelectorAll("#range button").forEach(b => b.addEventListener("click", async () => {
-    document.querySelectorAll("#range button").forEach(x => x.classList.toggle("on", x === b));
+  document.querySelectorAll("#range button[data-s]").forEach(b => b.addEventListener("click", async () => {
+    document.querySelectorAll("#range button[data-s]").forEach(x => x.classList.toggle("on", x === b));
     Charts.rangeS = Number(b.dataset.s);
     await Charts.load(RID);
   }));
   Page.stream(() => `/api/stream?reactor=${encodeURIComponent(RID)}&since=${Charts.lastT() ?? 0}`,
     { reactor: m => { render(m.view); Charts.append(m.rows); Page.updated(m.view.t_s); } }, Page.connection);
+  document.getElementById("live-btn").addEventListener("click", () => Charts.backToLive());
   window.addEventListener("resize", () => Charts.build());
 })();
