@@ -16,6 +16,8 @@ from typing import Any
 from influxdb_client.client.write.point import Point as LibraryPoint
 from influxdb_client.domain.write_precision import WritePrecision
 
+from common.harvest_stats import CELLS_KEYS
+
 TELEMETRY_TAGS = ("site", "reactor", "run_id", "phase")
 """Telemetry message keys that become tags (low cardinality)."""
 EVENT_TAGS = ("site", "reactor", "run_id")
@@ -27,12 +29,7 @@ HARVEST_FIELDS = (
     "excursions",
     "dose_error_pct_h",
     # the cells side (a reactor with [reactors.culture]; docs/physics.md §B7)
-    "cells_window_s",
-    "cells_in_band_s",
-    "cells_o2_mean_pct",
-    "cells_dose_error_pct_h",
-    "cells_excursions",
-    "cells_excursion_s",
+    *CELLS_KEYS,
 )
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from common.harvest_stats import CELLS_KEYS
+
+__all__ = ["CELLS_KEYS", "ExposureClock", "WindowStats", "cells_stats"]
+
 
 @dataclass(slots=True)
 class WindowStats:
@@ -131,17 +135,6 @@ class ExposureClock:
             window=WindowStats(**window) if window else None,
             out_since_s=data.get("out_since_s"),
         )
-
-
-CELLS_KEYS = (
-    "cells_window_s",
-    "cells_in_band_s",
-    "cells_o2_mean_pct",
-    "cells_dose_error_pct_h",
-    "cells_excursions",
-    "cells_excursion_s",
-)
-"""Cells-side statistics of a harvest window (docs/physics.md §B7), beside the chamber's."""
 
 
 def cells_stats(stats: dict[str, Any]) -> dict[str, Any]:
